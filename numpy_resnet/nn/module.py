@@ -1,0 +1,283 @@
+"""Parameter, Module and Sequential: the contract every layer keeps.
+
+A layer is a `Module` with two methods written by hand:
+
+    y  = layer.forward(x)     computes the output and keeps on `self` what backward needs
+    dx = layer.backward(dy)   returns dL/dx and *adds* dL/dW into each `Parameter.grad`
+
+There is no autograd: a model's `backward` calls its children's `backward` in reverse order.
+Names follow `torch.nn` so that habits carry over both ways.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Iterator
+
+import numpy as np
+
+DEFAULT_DTYPE = np.float32
+
+
+class Parameter:
+    """A trainable array and its gradient.
+
+    data: the values, any shape.   grad: dL/d(data), same shape, accumulated by `backward`.
+    requires_grad=False freezes it: optimizers skip it (fine-tuning).
+    """
+
+    def __init__(self, data: np.ndarray, requires_grad: bool = True):
+        self.data = np.asarray(data)
+        self.grad = np.zeros_like(self.data)
+        self.requires_grad = requires_grad
+
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class of every layer and model.
+
+    Attributes that are `Parameter`s or `Module`s are registered automatically, in the
+    order they are assigned (as in PyTorch); buffers (running statistics) are registered
+    with `register_buffer`. That order gives the `state_dict` keys, e.g. `layer1.0.bn1.weight`.
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # ----- registration -------------------------------------------------------------
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(f"{type(self).__name__}: call super().__init__() first")
+        if name in self._buffers:
+            self._buffers[name] = value
+            return
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        # only called when normal lookup fails: buffers live in their table
+        buffers = self.__dict__.get("_buffers", {})
+        if name in buffers:
+            return buffers[name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def register_buffer(self, name: str, array: np.ndarray) -> None:
+        """A saved array that is not trained (e.g. BatchNorm's running_mean)."""
+        self._buffers[name] = array
+
+    # ----- forward and backward ------------------------------------------------------
+    def forward(self, x):
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def backward(self, grad_output):
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def _saved(self, attr: str = "cache"):
+        """What forward kept for backward; a clear error if forward has not run."""
+        value = self.__dict__.get(attr)
+        if value is None:
+            raise RuntimeError(f"{self!r}: backward() called before forward()")
+        return value
+
+    # ----- walking the tree ----------------------------------------------------------
+    def children(self) -> Iterator["Module"]:
+        yield from self._modules.values()
+
+    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+        yield from self._modules.items()
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self) -> Iterator["Module"]:
+        for _, module in self.named_modules():
+            yield module
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        for module_name, module in self.named_modules(prefix):
+            for name, p in module._parameters.items():
+                yield (f"{module_name}.{name}" if module_name else name), p
+
+    def parameters(self) -> Iterator[Parameter]:
+        for _, p in self.named_parameters():
+            yield p
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        for module_name, module in self.named_modules(prefix):
+            for name, b in module._buffers.items():
+                yield (f"{module_name}.{name}" if module_name else name), b
+
+    # ----- modes, gradients, dtype -----------------------------------------------------
+    def train(self, mode: bool = True) -> "Module":
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad[...] = 0
+
+    def to(self, dtype) -> "Module":
+        """Cast parameters, gradients and floating buffers, e.g. `model.to(np.float64)`."""
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f":
+            raise ValueError(f"{type(self).__name__}.to: expected a float dtype, got {dtype}")
+        for module in self.modules():
+            for p in module._parameters.values():
+                p.data = p.data.astype(dtype)
+                p.grad = p.grad.astype(dtype)
+            for name, b in module._buffers.items():
+                if np.issubdtype(b.dtype, np.floating):
+                    module._buffers[name] = b.astype(dtype)
+        return self
+
+    @property
+    def dtype(self) -> np.dtype:
+        for p in self.parameters():
+            return p.data.dtype
+        return np.dtype(DEFAULT_DTYPE)
+
+    # ----- state_dict ----------------------------------------------------------------
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Parameters and buffers as NumPy copies, under PyTorch's key names."""
+        state = OrderedDict()
+        for module_name, module in self.named_modules():
+            prefix = f"{module_name}." if module_name else ""
+            for name, p in module._parameters.items():
+                state[prefix + name] = p.data.copy()
+            for name, b in module._buffers.items():
+                state[prefix + name] = np.array(b, copy=True)
+        return state
+
+    def load_state_dict(self, state, strict: bool = True) -> tuple[list, list]:
+        """Copy arrays from `state` into this module; all or nothing.
+
+        Missing, unexpected (when strict) and misshaped keys are all listed in one error,
+        and nothing is changed. Returns (missing_keys, unexpected_keys) as PyTorch does.
+        """
+        targets = {}
+        for module_name, module in self.named_modules():
+            prefix = f"{module_name}." if module_name else ""
+            for name in module._parameters:
+                targets[prefix + name] = (module, name, "parameter")
+            for name in module._buffers:
+                targets[prefix + name] = (module, name, "buffer")
+        missing = [k for k in targets if k not in state]
+        unexpected = [k for k in state if k not in targets]
+        misshaped = []
+        for key, (module, name, kind) in targets.items():
+            if key in state:
+                current = module._parameters[name].data if kind == "parameter" else module._buffers[name]
+                got = np.shape(state[key])
+                if got != current.shape:
+                    misshaped.append(f"{key}: expected {current.shape}, got {got}")
+        problems = []
+        if missing and strict:
+            problems.append(f"missing keys: {missing}")
+        if unexpected and strict:
+            problems.append(f"unexpected keys: {unexpected}")
+        if misshaped:
+            problems.append(f"shape mismatch: {misshaped}")
+        if problems:
+            raise KeyError(f"{type(self).__name__}.load_state_dict: " + "; ".join(problems))
+        for key, (module, name, kind) in targets.items():
+            if key not in state:
+                continue
+            if kind == "parameter":
+                p = module._parameters[name]
+                p.data = np.array(state[key], dtype=p.data.dtype, copy=True)
+                if p.grad.shape != p.data.shape:
+                    p.grad = np.zeros_like(p.data)
+            else:
+                module._buffers[name] = np.array(state[key], dtype=module._buffers[name].dtype, copy=True)
+        return missing, unexpected
+
+    # ----- printing --------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        if not self._modules:
+            return lines[0] + ")"
+        for name, child in self._modules.items():
+            child_lines = repr(child).split("\n")
+            lines.append(f"  ({name}): " + "\n  ".join(child_lines))
+        return "\n".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Children applied in order; backward walks them in reverse.
+
+    y = f_n(...f_2(f_1(x)))      dL/dx = f_1'ᵀ(f_2'ᵀ(...f_n'ᵀ(dL/dy)))
+    """
+
+    def __init__(self, *modules: Module):
+        super().__init__()
+        for i, module in enumerate(modules):
+            setattr(self, str(i), module)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __getitem__(self, index: int) -> Module:
+        return list(self._modules.values())[index]
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def append(self, module: Module) -> "Sequential":
+        setattr(self, str(len(self)), module)
+        return self
+
+    def forward(self, x):
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+    def backward(self, grad_output):
+        for module in reversed(self._modules.values()):
+            grad_output = module.backward(grad_output)
+        return grad_output
+
+
+def check_input(module: Module, x, ndim: int | None = 4, channels: int | None = None,
+                axis: int = 1) -> None:
+    """Raise a ValueError naming the layer, what it expected and what it got."""
+    name = repr(module).split("\n")[0]
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"{name}: expected a NumPy array, got {type(x).__name__}")
+    if ndim is not None and x.ndim != ndim:
+        expected = "(N, C, H, W)" if ndim == 4 else f"{ndim} dimensions"
+        raise ValueError(f"{name}: expected input {expected}, got shape {x.shape}")
+    if channels is not None and x.shape[axis] != channels:
+        dims = ["N", str(channels), "H", "W"] if ndim == 4 else ["N", str(channels)]
+        raise ValueError(f"{name}: expected input ({', '.join(dims)}), got {x.shape}")
+    if x.dtype.kind != "f":
+        raise ValueError(f"{name}: expected a floating-point input, got dtype {x.dtype}")
+    dtype = module.dtype
+    if module._parameters and x.dtype != dtype:
+        raise ValueError(f"{name}: expected dtype {dtype}, got {x.dtype} "
+                         f"(convert with x.astype(np.{dtype}) or module.to(np.{x.dtype}))")
