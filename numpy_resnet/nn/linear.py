@@ -26,7 +26,8 @@ class Linear(Module):
         self.x = None
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_input(self, x, ndim=2, channels=self.in_features)

@@ -1,0 +1,67 @@
+"""The layers `numpy-resnet gradcheck` checks, each on a small float64 input.
+
+A case is (name, make_module, input_shape, train). The same list drives the test suite,
+so every layer the command reports on is also tested.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import nn
+
+
+@dataclass
+class Case:
+    name: str
+    make: Callable[[], nn.Module]
+    input_shape: tuple
+    train: bool = True
+    targets: int | None = None          # a loss takes integer targets in 0..targets-1
+
+    def inputs(self, rng: np.random.Generator) -> tuple:
+        x = rng.standard_normal(self.input_shape)
+        if self.targets is None:
+            return (x,)
+        return (x, rng.integers(0, self.targets, self.input_shape[0]))
+
+
+def _bn_with_random_affine() -> nn.BatchNorm2d:
+    bn = nn.BatchNorm2d(3)
+    bn.weight.data[:] = [0.5, -1.5, 2.0]      # γ ≠ 1 and β ≠ 0, so no term can hide
+    bn.bias.data[:] = [0.1, -0.2, 0.3]
+    bn.running_mean[:] = [0.2, -0.1, 0.05]
+    bn.running_var[:] = [0.7, 1.3, 2.1]
+    return bn
+
+
+LAYER_CASES = [
+    Case("Conv2d 3x3", lambda: nn.Conv2d(3, 4, 3, padding=1), (2, 3, 5, 6)),
+    Case("Conv2d 3x3 stride 2", lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1), (2, 3, 7, 6)),
+    Case("Conv2d 1x1 no bias", lambda: nn.Conv2d(4, 3, 1, bias=False), (2, 4, 3, 5)),
+    Case("Conv2d 7x7 stride 2", lambda: nn.Conv2d(2, 3, 7, stride=2, padding=3), (1, 2, 9, 8)),
+    Case("Conv2d groups 2", lambda: nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2), (2, 4, 5, 5)),
+    Case("BatchNorm2d", _bn_with_random_affine, (4, 3, 3, 3), train=True),
+    Case("BatchNorm2d", _bn_with_random_affine, (4, 3, 3, 3), train=False),
+    Case("ReLU", nn.ReLU, (2, 3, 4, 4)),
+    Case("MaxPool2d 3/2/1", lambda: nn.MaxPool2d(3, stride=2, padding=1), (2, 3, 7, 6)),
+    Case("MaxPool2d 2", lambda: nn.MaxPool2d(2), (2, 2, 4, 6)),
+    Case("AvgPool2d 2", lambda: nn.AvgPool2d(2), (2, 3, 4, 6)),
+    Case("AvgPool2d ceil, no pad count",
+         lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False), (2, 2, 6, 5)),
+    Case("AdaptiveAvgPool2d", lambda: nn.AdaptiveAvgPool2d(1), (2, 3, 4, 5)),
+    Case("Flatten", nn.Flatten, (2, 3, 2, 2)),
+    Case("Linear", lambda: nn.Linear(6, 4), (3, 6)),
+    Case("Identity", nn.Identity, (2, 3)),
+    Case("Dropout", lambda: nn.Dropout(0.3), (4, 5)),
+    Case("CrossEntropyLoss", nn.CrossEntropyLoss, (5, 4), targets=4),
+    Case("CrossEntropyLoss smoothing 0.1",
+         lambda: nn.CrossEntropyLoss(label_smoothing=0.1), (5, 4), targets=4),
+]
+
+
+def all_cases() -> list[Case]:
+    return list(LAYER_CASES)

@@ -1,0 +1,157 @@
+"""The Module contract: registration, modes, dtype, state_dict, and clear errors."""
+
+import numpy as np
+import pytest
+
+from numpy_resnet import nn
+
+
+def small_net():
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+
+def test_parameters_and_buffers_are_registered_in_pytorch_key_order():
+    keys = list(small_net().state_dict())
+    assert keys == ["0.weight", "1.weight", "1.bias", "1.running_mean", "1.running_var",
+                    "1.num_batches_tracked", "5.weight", "5.bias"]
+
+
+def test_named_modules_and_children_walk_the_tree():
+    net = small_net()
+    assert [name for name, _ in net.named_modules()] == ["", "0", "1", "2", "3", "4", "5"]
+    assert len(list(net.children())) == 6
+    assert len(list(net.parameters())) == 5
+
+
+def test_train_and_eval_set_every_module():
+    net = small_net().eval()
+    assert not any(m.training for m in net.modules())
+    net.train()
+    assert all(m.training for m in net.modules())
+
+
+def test_backward_accumulates_and_zero_grad_resets():
+    net = small_net()
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    dy = np.ones((2, 2), np.float32)
+    net(x)
+    net.backward(dy)
+    once = net[0].weight.grad.copy()
+    net(x)
+    net.backward(dy)
+    np.testing.assert_allclose(net[0].weight.grad, 2 * once, rtol=1e-5)
+    net.zero_grad()
+    assert all(not p.grad.any() for p in net.parameters())
+
+
+def test_to_float64_casts_parameters_grads_and_float_buffers_only():
+    net = small_net().to(np.float64)
+    assert all(p.data.dtype == np.float64 and p.grad.dtype == np.float64 for p in net.parameters())
+    assert net[1].running_mean.dtype == np.float64
+    assert net[1].num_batches_tracked.dtype == np.int64
+
+
+def test_float32_is_the_default_dtype():
+    assert all(p.data.dtype == np.float32 for p in small_net().parameters())
+
+
+def test_state_dict_round_trip_copies_values():
+    a, b = small_net(), small_net()
+    b.load_state_dict(a.state_dict())
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert ka == kb
+        np.testing.assert_array_equal(va, vb)
+    state = a.state_dict()
+    state["0.weight"][...] = 7
+    assert not (a[0].weight.data == 7).any(), "state_dict must hand out copies"
+
+
+def test_load_state_dict_lists_every_problem_and_changes_nothing():
+    net = small_net()
+    before = net.state_dict()
+    bad = net.state_dict()
+    del bad["1.running_var"]
+    bad["extra.weight"] = np.zeros(3)
+    bad["5.weight"] = np.zeros((3, 4))
+    bad["0.weight"] = np.full_like(bad["0.weight"], 5.0)
+    with pytest.raises(KeyError) as err:
+        net.load_state_dict(bad)
+    message = str(err.value)
+    assert "1.running_var" in message and "extra.weight" in message and "5.weight" in message
+    for key, value in net.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])
+
+
+def test_load_state_dict_non_strict_reports_missing_and_unexpected():
+    net = small_net()
+    state = net.state_dict()
+    del state["5.bias"]
+    state["junk"] = np.zeros(1)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    assert missing == ["5.bias"] and unexpected == ["junk"]
+
+
+def test_load_state_dict_keeps_the_module_dtype():
+    net = small_net().to(np.float64)
+    net.load_state_dict(small_net().state_dict())
+    assert net[0].weight.data.dtype == np.float64
+
+
+@pytest.mark.parametrize("layer", [nn.Conv2d(3, 4, 3), nn.BatchNorm2d(3), nn.ReLU(),
+                                   nn.MaxPool2d(2), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(1),
+                                   nn.Linear(3, 2), nn.Flatten(), nn.Dropout(0.5)])
+def test_backward_before_forward_raises_a_clear_error(layer):
+    with pytest.raises(RuntimeError, match="backward\\(\\) called before forward\\(\\)"):
+        layer.backward(np.zeros((1, 3, 2, 2), np.float32))
+
+
+def test_conv_rejects_wrong_channel_count_naming_layer_and_shapes():
+    conv = nn.Conv2d(3, 16, 3)
+    with pytest.raises(ValueError, match=r"Conv2d\(3, 16.*expected input \(N, 3, H, W\).*\(8, 4, 32, 32\)"):
+        conv(np.zeros((8, 4, 32, 32), np.float32))
+
+
+def test_conv_rejects_wrong_rank():
+    with pytest.raises(ValueError, match=r"Conv2d.*\(N, C, H, W\).*\(3, 32, 32\)"):
+        nn.Conv2d(3, 4, 3)(np.zeros((3, 32, 32), np.float32))
+
+
+def test_layers_reject_a_dtype_that_differs_from_their_parameters():
+    with pytest.raises(ValueError, match="expected dtype float32, got float64"):
+        nn.Conv2d(3, 4, 3)(np.zeros((1, 3, 8, 8)))
+    with pytest.raises(ValueError, match="floating-point"):
+        nn.ReLU()(np.zeros((1, 3, 8, 8), np.uint8))
+
+
+def test_batchnorm_rejects_wrong_channels_and_single_value_batches():
+    with pytest.raises(ValueError, match=r"BatchNorm2d\(4.*\(N, 4, H, W\)"):
+        nn.BatchNorm2d(4)(np.zeros((2, 3, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        nn.BatchNorm2d(4)(np.zeros((1, 4, 1, 1), np.float32))
+
+
+def test_linear_rejects_wrong_features():
+    with pytest.raises(ValueError, match=r"Linear.*\(N, 5\).*\(2, 4\)"):
+        nn.Linear(5, 3)(np.zeros((2, 4), np.float32))
+
+
+def test_loss_rejects_bad_targets():
+    crit = nn.CrossEntropyLoss()
+    logits = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match="targets must be in 0..3"):
+        crit(logits, np.array([0, 1, 4]))
+    with pytest.raises(ValueError, match="integer targets"):
+        crit(logits, np.array([0.0, 1.0, 2.0]))
+
+
+def test_conv_rejects_groups_that_do_not_divide_channels():
+    with pytest.raises(ValueError, match="divisible by groups"):
+        nn.Conv2d(3, 4, 3, groups=2)
+
+
+def test_loss_backward_uses_the_upstream_scalar():
+    crit = nn.CrossEntropyLoss()
+    logits = np.random.default_rng(1).standard_normal((4, 3))
+    crit(logits, np.array([0, 1, 2, 0]))
+    np.testing.assert_allclose(crit.backward(3.0), 3.0 * crit.backward())
