@@ -1,6 +1,10 @@
 """The `numpy-resnet` command (also `python -m numpy_resnet`).
 
-    numpy-resnet gradcheck [LAYER ...]     finite-difference check of every layer, as a table
+    numpy-resnet train [--model resnet18 ...]   train on CIFAR-10 (the main job)
+    numpy-resnet evaluate RUN_OR_CHECKPOINT     test accuracy, per class, confusion matrix
+    numpy-resnet plot RUN [RUN ...] -o FILE     loss and accuracy curves
+    numpy-resnet summary MODEL [--input 3x224x224]   per-layer table, parameters and MACs
+    numpy-resnet gradcheck [LAYER ...]          finite-difference check of every layer
 """
 
 from __future__ import annotations
@@ -42,10 +46,132 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, fit
+
+    if args.resume:
+        config = TrainConfig(out=args.resume)
+    else:
+        fields = TrainConfig.__dataclass_fields__
+        config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+        config.augment = not args.no_augment
+    try:
+        fit(config, resume=bool(args.resume), progress=not args.no_progress)
+    except FloatingPointError as err:
+        print(f"numpy-resnet train: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .checkpoint import read_checkpoint, restore
+    from .data import load_cifar10
+    from .train import TrainConfig, build_model, evaluate
+
+    state, meta = read_checkpoint(args.checkpoint)
+    config = TrainConfig(**meta["config"])
+    model = build_model(config)
+    restore(state, model)
+    data = load_cifar10(args.data_dir or config.data_dir, train_size=10, test_size=args.test_size,
+                        seed=config.seed)
+    loss, accuracy, predictions = evaluate(model, data.x_test, data.y_test)
+    k = len(data.classes)
+    confusion = np.zeros((k, k), dtype=int)
+    np.add.at(confusion, (data.y_test, predictions), 1)
+    print(f"{config.model} after {meta.get('epoch', '?')} epochs on {len(data.y_test)} test images: "
+          f"accuracy {accuracy:.4f}, loss {loss:.4f}\n")
+    print(f"{'class':<12} {'images':>6} {'accuracy':>8}")
+    for c, name in enumerate(data.classes):
+        total = confusion[c].sum()
+        print(f"{name:<12} {total:>6} {confusion[c, c] / max(total, 1):>8.3f}")
+    print("\nconfusion matrix (rows: true class, columns: predicted)")
+    print(" " * 12 + " ".join(f"{name[:5]:>5}" for name in data.classes))
+    for c, name in enumerate(data.classes):
+        print(f"{name:<12}" + " ".join(f"{n:>5}" for n in confusion[c]))
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .plot import plot_runs
+
+    path = plot_runs(args.runs, args.output, title=args.title)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from .models import get_model
+    from .summary import summary
+
+    try:
+        input_shape = tuple(int(v) for v in args.input.lower().split("x"))
+    except ValueError:
+        print(f"summary: --input takes CxHxW such as 3x224x224, got {args.input!r}", file=sys.stderr)
+        return 2
+    kwargs = {"num_classes": args.num_classes}
+    if args.stride_in_1x1:
+        kwargs["stride_in_1x1"] = True
+    print(summary(get_model(args.model, **kwargs), input_shape))
+    return 0
+
+
+def _add_train_parser(commands) -> None:
+    from .train import TrainConfig
+
+    d = TrainConfig()
+    p = commands.add_parser("train", help="train a ResNet on CIFAR-10",
+                            description="Train on CIFAR-10. With no flags: ResNet-18, CIFAR stem, "
+                                        "width 16, the whole CIFAR-10 data found.")
+    p.add_argument("--model", help=f"model name (default {d.model})")
+    p.add_argument("--stem", choices=["cifar", "imagenet"], help=f"default {d.stem}")
+    p.add_argument("--width", type=int, help=f"base channels (default {d.width})")
+    p.add_argument("--shortcut", choices=["A", "B"], help="CIFAR nets' shortcut option (default B)")
+    p.add_argument("--epochs", type=int, help=f"default {d.epochs}")
+    p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--weight-decay", type=float, help=f"default {d.weight_decay}")
+    p.add_argument("--warmup-epochs", type=int, help=f"default {d.warmup_epochs}")
+    p.add_argument("--label-smoothing", type=float, help="default 0")
+    p.add_argument("--no-augment", action="store_true", help="no random crop and flip")
+    p.add_argument("--train-size", type=int, help="class-balanced subset of the training set")
+    p.add_argument("--test-size", type=int, help="class-balanced subset of the test set")
+    p.add_argument("--seed", type=int, help=f"default {d.seed}")
+    p.add_argument("--out", help=f"run folder (default {d.out})")
+    p.add_argument("--data-dir", help="a cifar-10-batches-bin folder (default $NUMPY_RESNET_DATA "
+                                      "or a download into the cache)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="numpy-resnet",
                                      description="Residual networks in pure NumPy.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    _add_train_parser(commands)
+
+    p = commands.add_parser("evaluate", help="test accuracy of a checkpoint, per class, confusion matrix")
+    p.add_argument("checkpoint", help="a run folder or its checkpoint.npz")
+    p.add_argument("--data-dir")
+    p.add_argument("--test-size", type=int, help="class-balanced subset of the test set")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = commands.add_parser("plot", help="loss and accuracy curves of one or more runs")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (with metrics.json)")
+    p.add_argument("-o", "--output", default="curves.png")
+    p.add_argument("--title")
+    p.set_defaults(func=_cmd_plot)
+
+    p = commands.add_parser("summary", help="per-layer table: output shape, parameters, MACs")
+    p.add_argument("model", help="e.g. resnet50, resnet18, resnet56, plain34")
+    p.add_argument("--input", default="3x224x224", help="C x H x W (default 3x224x224)")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--stride-in-1x1", action="store_true",
+                   help="Bottleneck v1: stride on the first 1x1 (the paper's GMACs)")
+    p.set_defaults(func=_cmd_summary)
 
     p = commands.add_parser("gradcheck", help="check every layer's backward against finite differences")
     p.add_argument("layers", nargs="*", metavar="LAYER", help="layer names to check (default: all)")

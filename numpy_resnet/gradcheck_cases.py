@@ -12,6 +12,8 @@ from typing import Callable
 import numpy as np
 
 from . import nn
+from .blocks import BasicBlock, Bottleneck
+from .shortcuts import make_shortcut
 
 
 @dataclass
@@ -63,5 +65,26 @@ LAYER_CASES = [
 ]
 
 
+def _basic(inplanes, planes, stride=1, shortcut=None, residual=True) -> BasicBlock:
+    downsample = make_shortcut(shortcut, inplanes, planes, stride) if shortcut else None
+    return BasicBlock(inplanes, planes, stride, downsample, residual=residual)
+
+
+def _bottleneck(inplanes, planes, stride=1, shortcut=None) -> Bottleneck:
+    downsample = make_shortcut(shortcut, inplanes, planes * 4, stride) if shortcut else None
+    return Bottleneck(inplanes, planes, stride, downsample)
+
+
+BLOCK_CASES = [
+    Case("BasicBlock identity", lambda: _basic(4, 4), (2, 4, 4, 4)),
+    Case("BasicBlock shortcut A", lambda: _basic(3, 6, 2, "A"), (2, 3, 6, 6)),
+    Case("BasicBlock shortcut B", lambda: _basic(3, 6, 2, "B"), (2, 3, 6, 6)),
+    Case("BasicBlock shortcut D", lambda: _basic(3, 6, 2, "D"), (2, 3, 6, 6)),
+    Case("BasicBlock plain", lambda: _basic(3, 6, 2, residual=False), (2, 3, 6, 6)),
+    Case("Bottleneck shortcut B", lambda: _bottleneck(4, 2, 2, "B"), (2, 4, 6, 6)),
+]
+
+
 def all_cases() -> list[Case]:
-    return list(LAYER_CASES)
+    """Every layer, then every kind of residual block (small shapes, float64)."""
+    return LAYER_CASES + BLOCK_CASES

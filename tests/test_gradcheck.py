@@ -5,13 +5,15 @@ import pytest
 
 from numpy_resnet import nn
 from numpy_resnet.gradcheck import gradcheck
-from numpy_resnet.gradcheck_cases import LAYER_CASES
+from numpy_resnet.gradcheck_cases import all_cases
 
 
-@pytest.mark.parametrize("case", LAYER_CASES, ids=lambda c: f"{c.name}-{'train' if c.train else 'eval'}")
-def test_layer_backward_matches_finite_differences_in_float64(case):
+@pytest.mark.parametrize("case", all_cases(), ids=lambda c: f"{c.name}-{'train' if c.train else 'eval'}")
+def test_every_case_of_numpy_resnet_gradcheck_matches_finite_differences_in_float64(case):
+    """The same cases the command prints; blocks on a random sample of 60 entries per tensor."""
     rng = np.random.default_rng(0)
-    report = gradcheck(case.make(), *case.inputs(rng), train=case.train)
+    max_checks = 60 if "Block" in case.name or "Bottleneck" in case.name else None
+    report = gradcheck(case.make(), *case.inputs(rng), train=case.train, max_checks=max_checks)
     assert report.ok(1e-6), str(report)
     assert all(t.kinks == 0 for t in report.tensors if case.name.startswith(("Conv", "Batch", "Linear")))
 

@@ -1,0 +1,215 @@
+"""Training: the loop every deep-learning course writes, with nothing hidden.
+
+    for each epoch:
+        for each mini-batch (x, y):
+            logits = model(x)                     forward, each layer keeps its cache
+            loss   = criterion(logits, y)
+            model.backward(criterion.backward())  dL/dθ lands in every Parameter.grad
+            optimizer.step(); schedule.step()     θ ← θ - lr · (momentum-smoothed) grad
+        test accuracy, metrics.csv / metrics.json, checkpoint.npz (atomic)
+
+`fit(TrainConfig(...))` runs it; `numpy-resnet train` is its command line. A run can be
+stopped at any time (Ctrl-C) and continued with `resume=True`: each epoch's data order and
+augmentation depend only on (seed, epoch), so the result equals an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import io
+from .checkpoint import CHECKPOINT_NAME, read_checkpoint, restore, save_checkpoint
+from .data import Loader, load_cifar10, normalize
+from .models import get_model
+from .nn import CrossEntropyLoss, Module
+from .optim import SGD, WarmupCosine
+from .random import manual_seed
+
+CIFAR_NETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+              "plain20", "plain32", "plain44", "plain56", "plain110")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. The defaults are the main job: ResNet-18, CIFAR stem, width 16.
+
+    The recipe is He et al.'s, shortened: SGD momentum 0.9, peak lr 0.1 after a linear
+    warmup, cosine decay to 0, weight decay 5e-4, batch 128, random crop and flip.
+    """
+    model: str = "resnet18"
+    stem: str = "cifar"
+    width: int = 16
+    shortcut: str = "B"                 # for the CIFAR nets (resnet20 ... resnet110)
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 2
+    label_smoothing: float = 0.0
+    augment: bool = True
+    train_size: int | None = None       # None: every training image found
+    test_size: int | None = None
+    seed: int = 0
+    out: str | None = "runs/resnet18"
+    data_dir: str | None = None
+
+    def model_kwargs(self) -> dict:
+        if self.model in CIFAR_NETS:
+            return {"num_classes": 10, "shortcut": self.shortcut}
+        return {"num_classes": 10, "stem": self.stem, "width": self.width}
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    lr: float
+    seconds: float
+    images_per_second: float
+
+
+@dataclass
+class History:
+    config: TrainConfig
+    epochs: list[EpochResult] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"config": asdict(self.config), "history": [asdict(e) for e in self.epochs]}
+
+
+def build_model(config: TrainConfig) -> Module:
+    manual_seed(config.seed)                    # the same weights for the same seed
+    return get_model(config.model, **config.model_kwargs())
+
+
+def evaluate(model: Module, x: np.ndarray, y: np.ndarray, batch_size: int = 500,
+             criterion: CrossEntropyLoss | None = None) -> tuple[float, float, np.ndarray]:
+    """x: (N, 3, 32, 32) uint8 -> (loss, accuracy, predictions (N,)), in eval mode."""
+    criterion = criterion or CrossEntropyLoss()
+    was_training = model.training
+    model.eval()
+    predictions, total_loss = [], 0.0
+    for start in range(0, len(x), batch_size):
+        xb = normalize(x[start:start + batch_size])
+        logits = model(xb.astype(model.dtype, copy=False))
+        total_loss += criterion(logits, y[start:start + batch_size]) * len(xb)
+        predictions.append(logits.argmax(axis=1))
+    model.train(was_training)
+    predictions = np.concatenate(predictions)
+    return total_loss / len(x), float((predictions == y).mean()), predictions
+
+
+def train_one_epoch(model, loader, criterion, optimizer, scheduler, epoch: int,
+                    progress: bool = True) -> tuple[float, float, float]:
+    """One pass over the training set -> (mean loss, accuracy, seconds)."""
+    model.train()
+    loader.set_epoch(epoch)
+    seen, correct, total_loss = 0, 0, 0.0
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress,
+               unit="batch", dynamic_ncols=True)
+    for step, (xb, yb) in enumerate(bar):
+        optimizer.zero_grad()
+        logits = model(xb)
+        loss = criterion(logits, yb)
+        if not np.isfinite(loss):
+            raise FloatingPointError(
+                f"loss is {loss} at epoch {epoch + 1}, step {step + 1} "
+                f"(lr {scheduler.get_last_lr()[0]:.4g}); training diverged: "
+                f"try a smaller --lr or a longer warmup")
+        model.backward(criterion.backward())
+        optimizer.step()
+        scheduler.step()
+        seen += len(yb)
+        correct += int((logits.argmax(axis=1) == yb).sum())
+        total_loss += loss * len(yb)
+        elapsed = time.perf_counter() - start
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}",
+                        img_s=f"{seen / elapsed:.0f}")
+    return total_loss / seen, correct / seen, time.perf_counter() - start
+
+
+def write_metrics(out: Path, history: History) -> None:
+    """metrics.json (config and history) and metrics.csv (one row per epoch), atomically."""
+    with io.atomic_write(out / "metrics.json") as f:
+        f.write(json.dumps(history.to_json(), indent=2).encode())
+    text = _io.StringIO()
+    names = list(EpochResult.__dataclass_fields__)
+    writer = csv.DictWriter(text, fieldnames=names)
+    writer.writeheader()
+    for row in history.epochs:
+        writer.writerow(asdict(row))
+    with io.atomic_write(out / "metrics.csv") as f:
+        f.write(text.getvalue().encode())
+
+
+def _make_optimizer(model: Module, config: TrainConfig, steps_per_epoch: int):
+    optimizer = SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                    weight_decay=config.weight_decay)
+    total = config.epochs * steps_per_epoch
+    warmup = min(config.warmup_epochs * steps_per_epoch, total - 1)
+    return optimizer, WarmupCosine(optimizer, warmup_steps=warmup, total_steps=total)
+
+
+def fit(config: TrainConfig, data=None, resume: bool = False, progress: bool = True,
+        log=print) -> History:
+    """Train `config.model` on CIFAR-10 and return the per-epoch history.
+
+    data: a loaded CIFAR10 tuple (default: load_cifar10 with the config's sizes).
+    resume: continue from `config.out`/checkpoint.npz (the config stored there wins).
+    """
+    out = Path(config.out) if config.out else None
+    if resume:
+        if out is None:
+            raise ValueError("fit: resume=True needs config.out, the run folder")
+        state, meta = read_checkpoint(out / CHECKPOINT_NAME)
+        config = TrainConfig(**{**meta["config"], "out": str(out)})
+    if data is None:
+        data = load_cifar10(config.data_dir, config.train_size, config.test_size, seed=config.seed)
+    model = build_model(config)
+    loader = Loader(data.x_train, data.y_train, config.batch_size, shuffle=True,
+                    augment=config.augment, seed=config.seed)
+    optimizer, scheduler = _make_optimizer(model, config, len(loader))
+    criterion = CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    history = History(config)
+    if resume:
+        restore(state, model, optimizer, scheduler)
+        history.epochs = [EpochResult(**row) for row in meta["history"]]
+        log(f"resuming {out} after epoch {len(history.epochs)} of {config.epochs}")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+
+    for epoch in range(len(history.epochs), config.epochs):
+        lr = scheduler.get_last_lr()[0]
+        try:
+            train_loss, train_acc, seconds = train_one_epoch(
+                model, loader, criterion, optimizer, scheduler, epoch, progress)
+        except KeyboardInterrupt:
+            if out is not None:
+                log(f"\ninterrupted in epoch {epoch + 1}; {out / CHECKPOINT_NAME} holds epoch "
+                    f"{epoch} and is intact: continue with --resume {out}")
+            raise
+        test_loss, test_acc, _ = evaluate(model, data.x_test, data.y_test)
+        result = EpochResult(epoch + 1, train_loss, train_acc, test_loss, test_acc, lr, seconds,
+                             len(data.x_train) / seconds)
+        history.epochs.append(result)
+        log(f"epoch {epoch + 1:>3}/{config.epochs}  train loss {train_loss:.4f}  "
+            f"train acc {train_acc:.4f}  test acc {test_acc:.4f}  "
+            f"({result.images_per_second:.0f} img/s)")
+        if out is not None:
+            meta = {**history.to_json(), "epoch": epoch + 1}
+            save_checkpoint(out / CHECKPOINT_NAME, model, optimizer, scheduler, meta)
+            write_metrics(out, history)
+    return history
