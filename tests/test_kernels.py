@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numpy_resnet import kernels
+from numpy_resnet import kernels, nn
 from numpy_resnet.kernels import conv2d_naive, conv_output_size
 from numpy_resnet.kernels import im2col_numba as numba_loops
 from numpy_resnet.kernels.im2col_numba import col2im_numba, im2col_numba
@@ -272,3 +272,15 @@ def test_use_backend_restores_the_previous_backend_even_after_an_error():
 def test_set_backend_rejects_an_unknown_name():
     with pytest.raises(ValueError, match="cupy"):
         kernels.set_backend("cupy")
+
+
+def test_conv2d_reuses_its_im2col_buffer_and_stays_right_when_shapes_change():
+    conv = nn.Conv2d(3, 4, 3, padding=1).to(np.float64)
+    rng = np.random.default_rng(5)
+    for shape in [(2, 3, 6, 6), (2, 3, 6, 6), (3, 3, 5, 7), (2, 3, 6, 6)]:
+        x = rng.standard_normal(shape)
+        expected = conv2d_naive(x, conv.weight.data, conv.bias.data, 1, 1)
+        np.testing.assert_allclose(conv(x), expected, rtol=1e-12, atol=1e-12)
+    first = conv._cols_buffer
+    conv(rng.standard_normal((2, 3, 6, 6)))
+    assert conv._cols_buffer is first, "same shape: the buffer is reused, not reallocated"

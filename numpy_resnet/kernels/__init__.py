@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import numpy as np
+
 from .conv_naive import conv2d_naive
 from .im2col_numpy import col2im_numpy, conv_output_size, im2col_numpy
 
@@ -27,6 +29,22 @@ def get_backend() -> str:
     return _backend
 
 
+_workspaces: dict = {}
+
+
+def workspace(name: str, shape: tuple, dtype) -> np.ndarray:
+    """A scratch array that is reused by every call asking for the same name, shape and dtype.
+
+    For temporaries that live only inside one function call (e.g. dcols in Conv2d.backward):
+    allocating them fresh each time costs more than filling them.
+    """
+    key = (name, tuple(shape), np.dtype(dtype).str)
+    buffer = _workspaces.get(key)
+    if buffer is None:
+        buffer = _workspaces[key] = np.empty(shape, dtype)
+    return buffer
+
+
 @contextmanager
 def use_backend(name: str):
     previous = _backend
@@ -37,11 +55,15 @@ def use_backend(name: str):
         set_backend(previous)
 
 
-def im2col(x, kh, kw, stride, padding):
-    """x: (N, C, H, W) -> cols: (C·kh·kw, N·H_out·W_out) with the current backend."""
+def im2col(x, kh, kw, stride, padding, out=None):
+    """x: (N, C, H, W) -> cols: (C·kh·kw, N·H_out·W_out) with the current backend.
+
+    out: a buffer of the right shape and dtype to write into (the Numba backend reuses it,
+    which saves allocating and page-faulting a large array on every call).
+    """
     if _backend == "numba":
         from .im2col_numba import im2col_numba
-        return im2col_numba(x, kh, kw, stride, padding)
+        return im2col_numba(x, kh, kw, stride, padding, out)
     return im2col_numpy(x, kh, kw, stride, padding)
 
 
@@ -54,4 +76,4 @@ def col2im(cols, x_shape, kh, kw, stride, padding):
 
 
 __all__ = ["conv2d_naive", "im2col", "col2im", "im2col_numpy", "col2im_numpy",
-           "conv_output_size", "set_backend", "get_backend", "use_backend", "BACKENDS"]
+           "conv_output_size", "set_backend", "get_backend", "use_backend", "BACKENDS", "workspace"]

@@ -53,6 +53,7 @@ class Conv2d(Module):
         self.bias = Parameter(np.zeros(out_channels, dtype)) if bias else None
         init.default_init_(self.weight, self.bias)
         self.cache = None
+        self._cols_buffer = None
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -77,7 +78,9 @@ class Conv2d(Module):
         W_out = kernels.conv_output_size(W, k, s, p)
         if H_out < 1 or W_out < 1:
             raise ValueError(f"{self!r}: input {x.shape} is smaller than the kernel")
-        cols = kernels.im2col(x, k, k, s, p)                       # (C_in·k·k, N·H_out·W_out)
+        # (C_in·k·k, N·H_out·W_out); the buffer from the last step is reused when shapes match
+        cols = kernels.im2col(x, k, k, s, p, out=self._cols_buffer)
+        self._cols_buffer = cols
         W_g = self._weight_by_group()
         cols_g = cols.reshape(self.groups, W_g.shape[2], -1)
         y = np.matmul(W_g, cols_g).reshape(self.out_channels, N, H_out, W_out)   # Y = W·cols
@@ -96,6 +99,7 @@ class Conv2d(Module):
         self.weight.grad += dW.reshape(self.weight.data.shape)
         if self.bias is not None:
             self.bias.grad += grad_output.sum(axis=(0, 2, 3))       # db = Σ dY
-        dcols = np.matmul(self._weight_by_group().transpose(0, 2, 1), dy)   # dcols = Wᵀ · dY
+        dcols = kernels.workspace("conv.dcols", cols_g.shape, cols_g.dtype)
+        np.matmul(self._weight_by_group().transpose(0, 2, 1), dy, out=dcols)   # dcols = Wᵀ · dY
         dcols = dcols.reshape(-1, dcols.shape[2])
         return kernels.col2im(dcols, x_shape, k, k, s, p)           # dx = col2im(dcols)
