@@ -82,3 +82,18 @@ def test_summary_leaves_the_model_as_it_found_it():
     model.eval()
     summary(model, (3, 16, 16))
     assert not any(m.training for m in model.modules())
+
+
+def test_summary_command_prints_resnet50_totals(capsys):
+    from numpy_resnet import cli
+
+    assert cli.main(["summary", "resnet50"]) == 0
+    out = capsys.readouterr().out
+    assert "25,557,032" in out and "4.089 G" in out
+
+
+def test_summary_command_rejects_a_malformed_input_shape(capsys):
+    from numpy_resnet import cli
+
+    assert cli.main(["summary", "resnet18", "--input", "224x224xRGB"]) == 2
+    assert "--input takes CxHxW" in capsys.readouterr().err

@@ -1,0 +1,109 @@
+"""The PyTorch side of `numpy-resnet bench --vs-torch`: the same ResNet-18, the same step.
+
+The only module of numpy_resnet that imports torch; `bench` runs `probe` in a fresh process
+(`python -c`), so torch is never loaded next to our kernels. torchvision is not needed: the
+network is written out below with torchvision's attribute names, so its state_dict keys and
+shapes are those of `get_model("resnet18", num_classes=10, stem="cifar", width=w)`.
+
+    step       optimizer.zero_grad(); CrossEntropyLoss(model(x), y).backward(); SGD step
+               (lr 0.01, momentum 0.9, weight decay 5e-4), as bench.make_training_step
+    inference  model.eval() under torch.inference_mode()
+    memory     bench_process.peak_rss_of around the first full-size step, after a warm-up on 2 images
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from torch import nn
+
+from .bench import IMAGE, NUM_CLASSES, architecture, median_time
+from .bench_process import peak_rss_of
+
+
+class BasicBlock(nn.Module):
+    """y = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)); the shortcut is option B."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:               # 1x1 conv + BN projection
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False),
+                                            nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return torch.relu(out + shortcut)
+
+
+class ResNet18Cifar(nn.Module):
+    """x: (N, 3, 32, 32) -> (N, num_classes). 3x3 stem, no max pool, stages of width·1, 2, 4, 8."""
+
+    def __init__(self, width: int = 16, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 3, 1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        inplanes = width
+        for i in range(4):                                  # layer1 ... layer4, two blocks each
+            planes, stride = width * 2 ** i, 1 if i == 0 else 2
+            setattr(self, f"layer{i + 1}", nn.Sequential(BasicBlock(inplanes, planes, stride),
+                                                         BasicBlock(planes, planes)))
+            inplanes = planes
+        self.fc = nn.Linear(inplanes, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        return self.fc(x)
+
+
+def probe(width: int, batch_size: int, steps: int, warmup: int, threads: int,
+          train: bool = True) -> None:
+    """Print as JSON: PyTorch's peak step memory, training step and inference (ms, images/s)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = ResNet18Cifar(width)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    rng = np.random.default_rng(0)
+
+    def batch(n: int):
+        x = torch.from_numpy(rng.standard_normal((n, *IMAGE)).astype(np.float32))
+        return x, torch.from_numpy(rng.integers(0, NUM_CLASSES, n))
+
+    def train_step(x: torch.Tensor, y: torch.Tensor) -> None:
+        optimizer.zero_grad()
+        criterion(model(x), y).backward()
+        optimizer.step()
+
+    def inference(x: torch.Tensor) -> None:
+        with torch.inference_mode():
+            model(x)
+
+    small, full = batch(2), batch(batch_size)
+    if train:
+        train_step(*small)                                  # warm-up, momentum buffers made
+        memory = peak_rss_of(lambda: train_step(*full))
+    else:
+        model.eval()
+        inference(small[0])
+        memory = peak_rss_of(lambda: inference(full[0]))
+    result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "memory": memory,
+              "architecture": architecture({k: v.shape for k, v in model.state_dict().items()})}
+    if train:
+        model.train()
+        seconds = median_time(lambda: train_step(*full), steps, warmup)
+        result["train"] = {"ms": 1e3 * seconds, "images_per_s": batch_size / seconds}
+    model.eval()
+    seconds = median_time(lambda: inference(full[0]), steps, warmup)
+    result["inference"] = {"ms": 1e3 * seconds, "images_per_s": batch_size / seconds}
+    print(json.dumps(result))

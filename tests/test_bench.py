@@ -1,0 +1,139 @@
+"""numpy-resnet bench: the report's structure at a tiny size (width 4, batch 4, one step).
+
+Nothing here asserts a speed: these machines are shared and noisy. The tests check that every
+measurement is made, that the tables and JSON carry it, and that measuring leaves the model
+as it found it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from importlib.util import find_spec
+
+import numba
+import numpy as np
+import pytest
+
+from numpy_resnet.bench import (
+    CATEGORIES,
+    build_model,
+    layer_inputs,
+    measure_layers,
+    measure_network,
+    random_batch,
+)
+from numpy_resnet.bench_process import first_step_probe, peak_rss_of
+from numpy_resnet.cli import main
+from numpy_resnet.nn import Conv2d
+
+HAS_TORCH = find_spec("torch") is not None
+TINY = ["--width", "4", "--batch-size", "4", "--steps", "1", "--warmup", "0", "--threads", "1",
+        "--skip-compile"]
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """One `numpy-resnet bench` at the tiny size (with --vs-torch when torch is installed)."""
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    argv = ["bench", *TINY, "--json", str(path)] + (["--vs-torch"] if HAS_TORCH else [])
+    out, err = io.StringIO(), io.StringIO()
+    numba_threads = numba.get_num_threads()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    assert code == 0, err.getvalue()
+    assert numba.get_num_threads() == numba_threads         # --threads 1 is given back
+    return out.getvalue(), json.loads(path.read_text())
+
+
+def test_bench_prints_every_section(bench_run):
+    text, _ = bench_run
+    for heading in ["ceiling:", "each distinct layer alone", "training step (forward, loss",
+                    "inference (eval mode", "share of the training step", "peak memory"]:
+        assert heading in text
+
+
+def test_every_conv_of_resnet18_is_in_the_layer_table_once_per_distinct_shape(bench_run):
+    _, report = bench_run
+    convs = [row for row in report["layers"] if row["type"] == "conv"]
+    n_convs = sum(isinstance(m, Conv2d) for m in build_model(4).modules())
+    assert n_convs == 20                        # stem, 16 in the blocks, 3 downsample 1x1s
+    assert sum(row["count"] for row in convs) == n_convs
+    assert len(convs) == 11                     # stem; per stage 3x3 (strided), 3x3, 1x1 shortcut
+    for row in convs:
+        assert row["forward_ms"] > 0 and row["backward_ms"] > 0
+        assert row["forward_gflops"] > 0 and row["backward_gflops"] > 0
+        assert row["forward_pct_ceiling"] > 0
+    assert {"batchnorm", "relu", "pool", "linear"} <= {row["type"] for row in report["layers"]}
+
+
+def test_layer_type_shares_of_the_step_sum_to_one(bench_run):
+    _, report = bench_run
+    shares = report["shares"]
+    assert list(shares) == list(CATEGORIES)
+    assert math.isclose(sum(s["share"] for s in shares.values()), 1.0, rel_tol=1e-9)
+    assert all(s["share"] >= 0 for kind, s in shares.items() if kind != "other")
+
+
+def test_json_holds_config_machine_ceiling_step_and_memory(bench_run):
+    _, report = bench_run
+    assert report["config"]["width"] == 4 and report["config"]["batch_size"] == 4
+    assert report["config"]["threads"] >= 1
+    assert report["machine"]["cpu_count"] >= 1 and report["machine"]["numpy"] == np.__version__
+    assert report["ceiling"]["gflops"] > 0
+    assert report["train"]["images_per_s"] > 0 and report["inference"]["images_per_s"] > 0
+    assert report["memory"]["peak_mib"] >= report["memory"]["before_mib"] > 0
+    assert "compile" not in report              # --skip-compile
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
+def test_vs_torch_prints_ratio_rows_and_stores_torch_numbers(bench_run):
+    text, report = bench_run
+    assert "train step:  numpy-resnet" in text and "ratio" in text
+    assert "inference:   numpy-resnet" in text and "peak memory: numpy-resnet" in text
+    assert report["torch"]["train"]["images_per_s"] > 0
+    assert report["torch"]["threads"] == report["config"]["threads"]
+    expected = report["train"]["images_per_s"] / report["torch"]["train"]["images_per_s"]
+    assert math.isclose(report["ratios"]["train"], expected)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
+def test_torch_twin_has_our_state_dict_keys_and_shapes(bench_run):
+    text, report = bench_run
+    assert report["torch"]["architecture"] == report["architecture"]
+    assert report["architecture"]["parameters"] == sum(p.data.size for p in build_model(4).parameters())
+    assert "same network: yes" in text
+
+
+def test_eval_only_times_forward_passes_and_no_training_step():
+    model = build_model(4).eval()
+    x, _ = random_batch(4, np.random.default_rng(0))
+    rows = measure_layers(model, x, steps=1, warmup=0, train=False)
+    assert rows and all(row["backward_ms"] is None for row in rows)
+    result = measure_network(model, 4, steps=1, warmup=0, train=False)
+    assert "train" not in result and result["inference"]["images_per_s"] > 0
+    assert math.isclose(sum(s["share"] for s in result["shares"].values()), 1.0)
+
+
+def test_measuring_leaves_every_layer_with_its_class_methods():
+    model = build_model(4)
+    x, _ = random_batch(2, np.random.default_rng(0))
+    assert len(layer_inputs(model, x)) > 0
+    measure_network(model, 2, steps=1, warmup=0, train=True)
+    for m in model.modules():
+        assert "forward" not in m.__dict__ and "backward" not in m.__dict__
+    assert model.training
+
+
+def test_first_step_probe_prints_its_timings_as_json(capsys):
+    first_step_probe(threads=1)
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["kernels"] >= 1
+    assert result["first_step_s"] > 0 and result["second_step_s"] > 0
+
+
+def test_peak_rss_of_sees_a_64_mib_array_that_is_freed_at_once():
+    memory = peak_rss_of(lambda: np.ones(8 * 2**20).sum())        # 8 Mi float64 = 64 MiB
+    assert memory["step_mib"] > 48
