@@ -5,6 +5,9 @@
     numpy-resnet plot RUN [RUN ...] -o FILE     loss and accuracy curves
     numpy-resnet summary MODEL [--input 3x224x224]   per-layer table, parameters and MACs
     numpy-resnet gradcheck [LAYER ...]          finite-difference check of every layer
+    numpy-resnet bench [--vs-torch] [--json F]  layer and step timings, compile time, memory
+    numpy-resnet gradflow [--models M ...]      gradient norm at every layer, one batch, a plot
+    numpy-resnet experiment degradation         plain vs residual twins trained, summary.md
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         fields = TrainConfig.__dataclass_fields__
         config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
         config.augment = not args.no_augment
+        config.train_size = None if config.train_size == "all" else config.train_size
+        config.test_size = None if config.test_size == "all" else config.test_size
     try:
         fit(config, resume=bool(args.resume), progress=not args.no_progress)
     except FloatingPointError as err:
@@ -117,6 +122,131 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from .bench import BenchConfig, run_bench
+    from .bench_report import format_report
+
+    config = BenchConfig(width=args.width, batch_size=args.batch_size, steps=args.steps,
+                         warmup=args.warmup, threads=args.threads, vs_torch=args.vs_torch,
+                         eval_only=args.eval, compile_time=not args.skip_compile)
+    report = run_bench(config, log=lambda message: print(message, file=sys.stderr))
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def _add_bench_parser(commands) -> None:
+    p = commands.add_parser("bench", help="time every layer, a training step, Numba's compile, memory",
+                            description="Benchmark ResNet-18 (CIFAR stem, 10 classes): each distinct "
+                                        "layer, the training step and inference, the step's time by "
+                                        "layer type, the sgemm ceiling, Numba's compile time and peak "
+                                        "memory; medians of --steps runs.")
+    p.add_argument("--width", type=int, default=16, help="base channels (default 16)")
+    p.add_argument("--batch-size", type=int, default=128, help="default 128")
+    p.add_argument("--steps", type=int, default=5, help="timed runs, the median is shown (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs before them (default 2)")
+    p.add_argument("--threads", type=int, help="threads for Numba, BLAS (with threadpoolctl) and "
+                                               "torch (default: os.cpu_count())")
+    p.add_argument("--vs-torch", action="store_true", help="the same network and step in PyTorch")
+    p.add_argument("--json", metavar="FILE", help="also write every number, config and machine info")
+    p.add_argument("--eval", action="store_true", help="inference only: forward passes in eval mode")
+    p.add_argument("--skip-compile", action="store_true",
+                   help="do not measure Numba's compile time (compiling from scratch takes a while)")
+    p.set_defaults(func=_cmd_bench)
+
+
+GRADFLOW_MODELS = ("resnet56", "plain56", "resnet110", "plain110")
+
+
+def _cmd_gradflow(args: argparse.Namespace) -> int:
+    from .experiments import first_batch, gradflow_reports, plot_gradflow
+
+    models = args.models if args.models or args.checkpoint else GRADFLOW_MODELS
+    batch = first_batch(args.data_dir, args.batch_size)
+    reports = []
+    try:
+        for report in gradflow_reports(batch, models, args.checkpoint, seed=args.seed,
+                                       shortcut=args.shortcut, width=args.width):
+            if not args.quiet:
+                print(report.table() + "\n", flush=True)
+            reports.append(report)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"numpy-resnet gradflow: {err}", file=sys.stderr)
+        return 2
+    print(f"{'model':<24} {'loss':>7} {'convs':>5} {'first/last conv |dL/dW|':>24}")
+    for r in reports:
+        print(f"{r.model:<24} {r.loss:>7.4f} {len(r.convs()):>5} {r.first_last_ratio():>24.4g}")
+    print(f"wrote {plot_gradflow(reports, args.output)}")
+    return 0
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from .experiments import DEGRADATION_MODELS, WIDTH16_MODELS, degradation
+
+    models = args.models or DEGRADATION_MODELS + (WIDTH16_MODELS if args.width16 else ())
+    try:
+        degradation(args.out, models, epochs=args.epochs, train_size=args.train_size,
+                    test_size=args.test_size, seed=args.seed, data_dir=args.data_dir,
+                    snapshot_epochs=args.snapshots, progress=not args.no_progress)
+    except (ValueError, FloatingPointError) as err:
+        print(f"numpy-resnet experiment: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_gradflow_parsers(commands) -> None:
+    p = commands.add_parser("gradflow", help="gradient norm at every layer for one batch, and a plot",
+                            description="One forward/backward in train mode on the first training "
+                                        "images, at initialisation or from a checkpoint: per-layer "
+                                        "table, first/last conv gradient ratio, log-scale plot.")
+    p.add_argument("--models", nargs="*", default=[], metavar="MODEL",
+                   help=f"models at initialisation (default {' '.join(GRADFLOW_MODELS)})")
+    p.add_argument("--checkpoint", nargs="*", default=[], metavar="RUN",
+                   help="trained models: run folders or checkpoint.npz files")
+    p.add_argument("--batch-size", type=int, default=128, help="the first N training images (default 128)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    p.add_argument("--shortcut", choices=["A", "B"], default="B", help="CIFAR nets' shortcut (default B)")
+    p.add_argument("--width", type=int, default=16, help="resnet18/34's base channels (default 16)")
+    p.add_argument("--data-dir", help="a cifar-10-batches-bin folder (default $NUMPY_RESNET_DATA)")
+    p.add_argument("-o", "--output", default="gradflow.png")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the ratios, no per-layer tables")
+    p.set_defaults(func=_cmd_gradflow)
+
+    p = commands.add_parser("experiment", help="degradation: plain nets vs residual twins, trained",
+                            description="Train plain and residual twins with one recipe, snapshot "
+                                        "gradient flow, write curves, a plot and summary.md. "
+                                        "Finished runs are skipped, stopped ones resumed.")
+    p.add_argument("name", choices=["degradation"])
+    p.add_argument("--models", nargs="*", metavar="MODEL",
+                   help="default resnet20 plain20 resnet56 plain56")
+    p.add_argument("--width16", action="store_true", help="also resnet18/plain18/resnet34/plain34, width 16")
+    p.add_argument("--epochs", type=int, default=30, help="default 30, as the reference")
+    p.add_argument("--train-size", type=int, help="class-balanced subset of the training set")
+    p.add_argument("--test-size", type=int, help="class-balanced subset of the test set")
+    p.add_argument("--snapshots", type=int, nargs="*", metavar="EPOCH",
+                   help="epochs for gradient-flow snapshots (default 0, middle, last)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", help="a cifar-10-batches-bin folder (default $NUMPY_RESNET_DATA)")
+    p.add_argument("--out", default="runs/degradation")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_experiment)
+
+
+def _size(text: str):
+    """A subset size for --train-size / --test-size: a positive count, or 'all'."""
+    if text.lower() == "all":
+        return "all"
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive count or 'all', got {text}")
+    return value
+
+
 def _add_train_parser(commands) -> None:
     from .train import TrainConfig
 
@@ -135,8 +265,10 @@ def _add_train_parser(commands) -> None:
     p.add_argument("--warmup-epochs", type=int, help=f"default {d.warmup_epochs}")
     p.add_argument("--label-smoothing", type=float, help="default 0")
     p.add_argument("--no-augment", action="store_true", help="no random crop and flip")
-    p.add_argument("--train-size", type=int, help="class-balanced subset of the training set")
-    p.add_argument("--test-size", type=int, help="class-balanced subset of the test set")
+    p.add_argument("--train-size", type=_size, help=f"class-balanced subset of the training set "
+                                                     f"(default {d.train_size}; 'all' for every image)")
+    p.add_argument("--test-size", type=_size, help=f"class-balanced subset of the test set "
+                                                   f"(default {d.test_size}; 'all')")
     p.add_argument("--seed", type=int, help=f"default {d.seed}")
     p.add_argument("--out", help=f"run folder (default {d.out})")
     p.add_argument("--data-dir", help="a cifar-10-batches-bin folder (default $NUMPY_RESNET_DATA "
@@ -180,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-checks", type=int, default=None,
                    help="check at most this many entries per tensor (default: all)")
     p.set_defaults(func=_cmd_gradcheck)
+
+    _add_bench_parser(commands)
+    _add_gradflow_parsers(commands)
     return parser
 
 

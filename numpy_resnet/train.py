@@ -165,11 +165,13 @@ def _make_optimizer(model: Module, config: TrainConfig, steps_per_epoch: int):
 
 
 def fit(config: TrainConfig, data=None, resume: bool = False, progress: bool = True,
-        log=print) -> History:
+        log=print, on_epoch_end=None) -> History:
     """Train `config.model` on CIFAR-10 and return the per-epoch history.
 
     data: a loaded CIFAR10 tuple (default: load_cifar10 with the config's sizes).
     resume: continue from `config.out`/checkpoint.npz (the config stored there wins).
+    on_epoch_end(epoch, model): called after each epoch is saved (epoch counts from 1),
+    e.g. to take a gradient-flow snapshot; it must leave the model as it found it.
     """
     out = Path(config.out) if config.out else None
     if resume:
@@ -213,4 +215,6 @@ def fit(config: TrainConfig, data=None, resume: bool = False, progress: bool = T
             meta = {**history.to_json(), "epoch": epoch + 1}
             save_checkpoint(out / CHECKPOINT_NAME, model, optimizer, scheduler, meta)
             write_metrics(out, history)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, model)
     return history

@@ -1,0 +1,342 @@
+"""Gradient flow: how big the gradient is at every layer, and which path it took.
+
+He et al. (2016) built residual nets because deep plain nets train badly. One batch shows
+why. Backprop multiplies dL/dy by one Jacobian per layer, so in a plain net of depth L
+
+    dL/dx_0 = J_1ᵀ J_2ᵀ ... J_Lᵀ dL/dy_L
+
+and the weight gradient of a conv near the input can differ from one near the output by
+orders of magnitude. A residual block adds the identity, dL/dx = F'ᵀ d + d, so every
+block passes d down unchanged besides what its branch makes of it.
+
+    with GradientRecorder(model) as recorder:       # wraps forward/backward, removes on exit
+        loss = criterion(model(x), y)
+        model.backward(criterion.backward())
+    report = recorder.report(loss=loss)
+
+    report = gradient_flow(model, x, y)             # the same in one call, model left as found
+    print(report.table());  report.first_last_ratio()
+
+What is recorded, per forward/backward:
+    layers  (every leaf module, in the order forward ran it)
+            output mean, std, zero fraction (after a ReLU: the dead units),
+            |dL/dy| at its output, |dL/dx| at its input, |ΔdL/dW| this backward added
+    blocks  (any module with a `_branch_backward`: BasicBlock, Bottleneck)
+            |dL/dy|, |dL/dx|, and the split dL/dx = dx_residual + dx_shortcut
+All norms are Frobenius norms over the whole batch: |a| = sqrt(Σ a²).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .data import normalize
+from .nn import Conv2d, CrossEntropyLoss, Module
+
+_MISSING = object()
+
+
+def norm(a: np.ndarray) -> float:
+    """|a| = sqrt(Σ a²), summed in float64."""
+    return float(np.sqrt(np.sum(np.square(a, dtype=np.float64))))
+
+
+@dataclass
+class LayerRecord:
+    """One leaf module. shape: its output's shape. None: not recorded (e.g. no backward yet)."""
+    name: str
+    kind: str
+    shape: tuple
+    mean: float
+    std: float
+    zero_fraction: float                    # fraction of outputs exactly 0 (dead ReLUs)
+    grad_output_norm: float | None = None   # |dL/dy|
+    grad_input_norm: float | None = None    # |dL/dx|
+    weight_grad_norm: float | None = None   # |dL/dW| added by this backward (layers with a weight)
+    kernel_size: tuple | None = None        # convolutions only
+
+    @property
+    def is_conv(self) -> bool:
+        return self.kind == "Conv2d"
+
+    @property
+    def on_shortcut(self) -> bool:
+        """Inside a block's `downsample` (a projection shortcut), off the main path."""
+        return "downsample" in self.name.split(".")
+
+
+@dataclass
+class BlockRecord:
+    """One residual (or plain) block.   dL/dx = dx_residual + dx_shortcut."""
+    name: str
+    residual: bool
+    zero_fraction: float                    # of the block's output (its last ReLU)
+    grad_output_norm: float                 # |dL/dy|
+    grad_input_norm: float                  # |dL/dx|
+    residual_norm: float                    # |F'ᵀ d|,  d = dL/d(F(x) + shortcut(x))
+    shortcut_norm: float                    # |d| (identity) or |downsample'ᵀ d|; 0 in a plain block
+    split_error: float                      # |dx_residual + dx_shortcut - dL/dx| / |dL/dx|
+
+
+@dataclass
+class GradFlowReport:
+    """Everything one forward/backward recorded, in depth order."""
+    model: str
+    loss: float
+    layers: list[LayerRecord] = field(default_factory=list)
+    blocks: list[BlockRecord] = field(default_factory=list)
+
+    def convs(self, main_path: bool = True) -> list[LayerRecord]:
+        """Conv layers in depth order; main_path=True leaves out the projection shortcuts."""
+        return [r for r in self.layers if r.is_conv and not (main_path and r.on_shortcut)]
+
+    def conv_grad_norms(self) -> np.ndarray:
+        """|dL/dW| of each main-path conv, input to output: (n_convs,)."""
+        return np.array([r.weight_grad_norm for r in self.convs()], dtype=np.float64)
+
+    def first_last_ratio(self) -> float:
+        """|dL/dW| of the first conv over that of the last (main path, depth order).
+
+        About 1 when the gradient reaches every layer alike; in a deep plain net at
+        initialisation it can be thousands or millions.
+        """
+        norms = self.conv_grad_norms()
+        if len(norms) < 2:
+            raise ValueError(f"first_last_ratio: {self.model} has {len(norms)} conv layers, need 2")
+        return float(norms[0] / norms[-1])
+
+    def table(self) -> str:
+        """Two text tables: the conv layers, then the blocks and their gradient split."""
+        lines = [f"{self.model}: loss {self.loss:.4f}, first/last conv |dL/dW| = "
+                 f"{self.first_last_ratio():.4g}", "", _conv_table(self.convs(main_path=False))]
+        if self.blocks:
+            lines += ["", _block_table(self.blocks)]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> GradFlowReport:
+        layers = [_layer_from_json(r) for r in data["layers"]]
+        return cls(data["model"], data["loss"], layers, [BlockRecord(**b) for b in data["blocks"]])
+
+
+def _layer_from_json(fields: dict) -> LayerRecord:
+    """JSON turns tuples into lists; turn them back."""
+    record = LayerRecord(**fields)
+    record.shape = tuple(record.shape)
+    if record.kernel_size is not None:
+        record.kernel_size = tuple(record.kernel_size)
+    return record
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3e}"
+
+
+def _conv_table(convs: list[LayerRecord]) -> str:
+    header = (f"{'#':>3} {'conv':<24} {'kernel':>6} {'output':>16} {'mean':>8} {'std':>7} "
+              f"{'|dL/dW|':>10} {'|dL/dy|':>10} {'|dL/dx|':>10}")
+    rows = [header, "-" * len(header)]
+    depth = 0                                   # numbered along the main path only
+    for r in convs:
+        if not r.on_shortcut:
+            depth += 1
+        kernel = "x".join(str(k) for k in r.kernel_size)
+        rows.append(f"{'' if r.on_shortcut else depth:>3} {r.name:<24} {kernel:>6} "
+                    f"{'x'.join(map(str, r.shape[1:])):>16} {r.mean:>8.3f} {r.std:>7.3f} "
+                    f"{_fmt(r.weight_grad_norm):>10} {_fmt(r.grad_output_norm):>10} "
+                    f"{_fmt(r.grad_input_norm):>10}")
+    return "\n".join(rows)
+
+
+def _block_table(blocks: list[BlockRecord]) -> str:
+    header = (f"{'block':<12} {'dead':>5} {'|dL/dy|':>10} {'|dL/dx|':>10} {'|via F|':>10} "
+              f"{'|via skip|':>10} {'skip share':>10} {'split err':>9}")
+    rows = [header, "-" * len(header)]
+    for b in blocks:
+        total = b.residual_norm + b.shortcut_norm
+        skip = _fmt(b.shortcut_norm) if b.residual else "-"
+        share = f"{b.shortcut_norm / total:.3f}" if b.residual and total > 0 else "-"
+        rows.append(f"{b.name:<12} {b.zero_fraction:>5.2f} {b.grad_output_norm:>10.3e} "
+                    f"{b.grad_input_norm:>10.3e} {b.residual_norm:>10.3e} {skip:>10} "
+                    f"{share:>10} {b.split_error:>9.1e}")
+    return "\n".join(rows)
+
+
+def is_block(module: Module) -> bool:
+    """A block in the sense of blocks.py: y = relu(F(x) [+ shortcut(x)]), F'ᵀ in `_branch_backward`."""
+    return callable(getattr(module, "_branch_backward", None))
+
+
+class GradientRecorder:
+    """Context manager: record activations and gradients of every layer of `model`.
+
+    On entry it sets `forward` and `backward` as instance attributes of each leaf module and
+    block (and a block's `_branch_backward` and `downsample.backward`), wrapping the
+    class's methods; on exit it removes them, so no layer code changes and nothing stays.
+    Each forward/backward overwrites the last record; `report()` reads it. Set
+    `recorder.active = False` to pass through without recording (e.g. between snapshots).
+    """
+
+    def __init__(self, model: Module):
+        self.model = model
+        self.active = True
+        self.layers: dict[str, dict] = {}       # name -> fields of LayerRecord, in forward order
+        self.blocks: dict[str, dict] = {}       # name -> fields of BlockRecord
+        self._wrapped: list[tuple[Module, str, object]] = []
+
+    def __enter__(self) -> GradientRecorder:
+        for name, module in self.model.named_modules():
+            if is_block(module):
+                self._wrap_block(name, module)
+            elif not list(module.children()):
+                self._wrap_leaf(name, module)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for module, attr, previous in reversed(self._wrapped):   # undo in reverse order
+            if previous is _MISSING:
+                del module.__dict__[attr]
+            else:
+                module.__dict__[attr] = previous
+        self._wrapped.clear()
+
+    def _set(self, module: Module, attr: str, wrapper) -> None:
+        self._wrapped.append((module, attr, module.__dict__.get(attr, _MISSING)))
+        object.__setattr__(module, attr, wrapper)     # an instance attribute hides the method
+
+    # ----- leaves: activation statistics, gradient norms, weight gradients ----------------
+    def _wrap_leaf(self, name: str, module: Module) -> None:
+        forward, backward = module.forward, module.backward
+
+        def recorded_forward(*args, **kwargs):
+            out = forward(*args, **kwargs)
+            if self.active:
+                self.layers.setdefault(name, {}).update(_layer_fields(name, module, out))
+            return out
+
+        def recorded_backward(grad_output):
+            if not self.active:
+                return backward(grad_output)
+            before = {k: p.grad.copy() for k, p in module._parameters.items()}
+            grad_input = backward(grad_output)
+            record = self.layers.setdefault(name, {})
+            record["grad_output_norm"] = norm(grad_output)
+            record["grad_input_norm"] = norm(grad_input)
+            if "weight" in before:                     # what this call added: ΔdL/dW
+                record["weight_grad_norm"] = norm(module.weight.grad - before["weight"])
+            return grad_input
+
+        self._set(module, "forward", recorded_forward)
+        self._set(module, "backward", recorded_backward)
+
+    # ----- blocks: dL/dx = dx_residual + dx_shortcut ---------------------------------------
+    def _wrap_block(self, name: str, block: Module) -> None:
+        forward, backward, branch_backward = block.forward, block.backward, block._branch_backward
+        parts: dict[str, np.ndarray] = {}             # kept from branch to block backward
+
+        def recorded_forward(x):
+            out = forward(x)
+            if self.active:
+                self.blocks[name] = {"zero_fraction": float(np.mean(out == 0))}
+            return out
+
+        def recorded_branch_backward(d):              # d = dL/d(F(x) + shortcut(x))
+            parts["at_sum"] = d
+            parts["residual"] = branch_backward(d)
+            return parts["residual"]
+
+        def recorded_backward(grad_output):
+            grad_input = backward(grad_output)
+            if self.active:
+                self.blocks.setdefault(name, {}).update(_block_fields(block, grad_output, grad_input, parts))
+            parts.clear()
+            return grad_input
+
+        self._set(block, "forward", recorded_forward)
+        self._set(block, "backward", recorded_backward)
+        self._set(block, "_branch_backward", recorded_branch_backward)
+        downsample = getattr(block, "downsample", None)
+        if downsample is not None:
+            shortcut_backward = downsample.backward
+
+            def recorded_shortcut_backward(d):
+                parts["shortcut"] = shortcut_backward(d)
+                return parts["shortcut"]
+
+            self._set(downsample, "backward", recorded_shortcut_backward)
+
+    def report(self, model: str = "", loss: float = float("nan")) -> GradFlowReport:
+        """The last forward/backward as a GradFlowReport (layers in depth order)."""
+        layers = [LayerRecord(**fields) for fields in self.layers.values() if "name" in fields]
+        blocks = [BlockRecord(name=n, **fields) for n, fields in self.blocks.items()
+                  if "split_error" in fields]
+        return GradFlowReport(model or type(self.model).__name__, float(loss), layers, blocks)
+
+
+def _layer_fields(name: str, module: Module, out: np.ndarray) -> dict:
+    """Statistics of one forward output: (N, ...) -> mean, std, fraction exactly 0."""
+    fields = {"name": name, "kind": type(module).__name__, "shape": tuple(out.shape),
+              "mean": float(out.mean(dtype=np.float64)), "std": float(out.std(dtype=np.float64)),
+              "zero_fraction": float(np.mean(out == 0))}
+    if isinstance(module, Conv2d):
+        fields["kernel_size"] = tuple(module.weight.shape[2:])
+    return fields
+
+
+def _block_fields(block: Module, grad_output: np.ndarray, grad_input: np.ndarray,
+                  parts: dict) -> dict:
+    """Norms of the block's gradients and of its two paths, and how well they add up."""
+    dx_residual = parts["residual"]
+    if not getattr(block, "residual", True):
+        dx_shortcut = np.zeros_like(dx_residual)                # plain block: one path only
+    elif getattr(block, "downsample", None) is None:
+        dx_shortcut = parts["at_sum"]                           # identity: d passes unchanged
+    else:
+        dx_shortcut = parts["shortcut"]                         # downsample'ᵀ d
+    total = norm(grad_input)
+    return {"residual": bool(getattr(block, "residual", True)),
+            "grad_output_norm": norm(grad_output), "grad_input_norm": total,
+            "residual_norm": norm(dx_residual), "shortcut_norm": norm(dx_shortcut),
+            "split_error": norm(dx_residual + dx_shortcut - grad_input) / max(total, 1e-300)}
+
+
+def gradient_flow(model: Module, x: np.ndarray, y: np.ndarray, name: str = "") -> GradFlowReport:
+    """One forward/backward in train mode, recorded; the model is left as it was found.
+
+    x: (N, 3, H, W) uint8 images (normalised here) or floats; y: (N,) labels.
+    Running statistics, gradients and train/eval mode are restored afterwards.
+    """
+    if x.dtype == np.uint8:
+        x = normalize(x)
+    x = x.astype(model.dtype, copy=False)
+    saved = _save_state(model)
+    criterion = CrossEntropyLoss()
+    try:
+        model.train()
+        model.zero_grad()
+        with GradientRecorder(model) as recorder:
+            loss = criterion(model(x), y)
+            model.backward(criterion.backward())
+        return recorder.report(name, loss)
+    finally:
+        _restore_state(model, saved)
+
+
+def _save_state(model: Module) -> tuple:
+    buffers = [(m, k, np.array(b, copy=True)) for m in model.modules() for k, b in m._buffers.items()]
+    grads = [(p, p.grad.copy()) for p in model.parameters()]
+    return model.training, buffers, grads
+
+
+def _restore_state(model: Module, saved: tuple) -> None:
+    training, buffers, grads = saved
+    for module, key, value in buffers:
+        module._buffers[key] = value
+    for p, grad in grads:
+        p.grad[...] = grad
+    model.train(training)

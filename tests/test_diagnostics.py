@@ -1,0 +1,191 @@
+"""Tests for numpy_resnet.diagnostics (GradientRecorder, gradient_flow) and the gradflow command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from numpy_resnet.blocks import BasicBlock, Bottleneck
+from numpy_resnet.cli import main
+from numpy_resnet.diagnostics import GradFlowReport, GradientRecorder, gradient_flow, norm
+from numpy_resnet.experiments import degradation, first_batch, init_model
+from numpy_resnet.models import cifar_resnet
+from numpy_resnet.nn import Conv2d, CrossEntropyLoss
+from numpy_resnet.random import manual_seed
+from numpy_resnet.shortcuts import make_shortcut
+
+WRAPPED = ("forward", "backward", "_branch_backward")
+
+
+def small_net(residual: bool = True):
+    """cifar_resnet depth 8 (one block per stage), float64 so that sums compare exactly."""
+    manual_seed(0)
+    return cifar_resnet(8, shortcut="B", residual=residual).to(np.float64)
+
+
+def random_batch(n: int = 4, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 3, 32, 32)), rng.integers(0, 10, n)
+
+
+def test_recorded_norms_equal_norms_computed_by_hand_from_the_same_backward():
+    model = small_net()
+    x, y = random_batch()
+    criterion = CrossEntropyLoss()
+    with GradientRecorder(model) as recorder:
+        model.zero_grad()
+        loss = criterion(model(x), y)
+        d = criterion.backward()
+        # ResNet.backward by hand, keeping the gradient at each block's output and input
+        d = model.avgpool.backward(model.flatten.backward(model.fc.backward(d)))
+        by_hand = {}
+        for s in (3, 2, 1):
+            for i, block in reversed(list(enumerate(getattr(model, f"layer{s}")))):
+                dy = d
+                d = block.backward(d)
+                by_hand[f"layer{s}.{i}"] = (norm(dy), norm(d))
+        model.conv1.backward(model.bn1.backward(model.relu.backward(model.maxpool.backward(d))))
+    report = recorder.report("resnet8", loss)
+
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, Conv2d)]
+    recorded = {r.name: r.weight_grad_norm for r in report.convs(main_path=False)}
+    assert set(recorded) == {name for name, _ in convs}
+    for name, conv in convs:
+        assert recorded[name] == pytest.approx(np.linalg.norm(conv.weight.grad), rel=1e-12)
+    assert [b.name for b in report.blocks] == ["layer1.0", "layer2.0", "layer3.0"]
+    for b in report.blocks:
+        assert (b.grad_output_norm, b.grad_input_norm) == pytest.approx(by_hand[b.name], rel=1e-12)
+    assert report.loss == pytest.approx(loss)
+
+
+def test_layers_come_in_the_order_forward_ran_them_with_activation_statistics():
+    model = small_net()
+    x, y = random_batch()
+    report = gradient_flow(model, x, y)
+    names = [r.name for r in report.layers]
+    assert names[:3] == ["conv1", "bn1", "relu"] and names[-1] == "fc"
+    depth = names.index
+    assert depth("layer2.0.conv1") < depth("layer2.0.downsample.0") < depth("layer3.0.conv1")
+    model.train()
+    out = model.relu(model.bn1(model.conv1(x)))                   # the stem's ReLU output, by hand
+    relu = report.layers[2]
+    assert relu.mean == pytest.approx(out.mean()) and relu.std == pytest.approx(out.std())
+    assert relu.zero_fraction == pytest.approx(np.mean(out == 0))
+    assert 0.3 < relu.zero_fraction < 0.7                          # BN then ReLU: about half dead
+
+
+def make_block(kind: str):
+    if kind == "identity":
+        return BasicBlock(8, 8)
+    if kind == "projection B":
+        return BasicBlock(8, 16, stride=2, downsample=make_shortcut("B", 8, 16, 2))
+    if kind == "zero-pad A":
+        return BasicBlock(8, 16, stride=2, downsample=make_shortcut("A", 8, 16, 2))
+    if kind == "bottleneck":
+        return Bottleneck(8, 2)                                    # 8 -> 2·4 = 8 channels
+    return BasicBlock(8, 16, stride=2, residual=False)             # plain
+
+
+@pytest.mark.parametrize("kind", ["identity", "projection B", "zero-pad A", "bottleneck", "plain"])
+def test_residual_and_shortcut_gradients_add_up_to_the_block_input_gradient(kind):
+    manual_seed(0)
+    block = make_block(kind).to(np.float64)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 8, 8, 8))
+    with GradientRecorder(block) as recorder:
+        out = block(x)
+        dy = rng.standard_normal(out.shape)
+        dx = block.backward(dy)
+    record = recorder.report().blocks[0]
+    assert not any(set(WRAPPED) & set(m.__dict__) for m in block.modules())
+
+    d_sum = dy * (out > 0)                                         # through the block's last ReLU
+    dx_residual = block._branch_backward(d_sum)                     # F'ᵀ d, by hand
+    if not block.residual:
+        dx_shortcut = np.zeros_like(dx)
+    elif block.downsample is None:
+        dx_shortcut = d_sum
+    else:
+        dx_shortcut = block.downsample.backward(d_sum)
+    np.testing.assert_allclose(dx_residual + dx_shortcut, dx, rtol=1e-12, atol=1e-12)
+    assert record.residual_norm == pytest.approx(norm(dx_residual), rel=1e-12)
+    assert record.shortcut_norm == pytest.approx(norm(dx_shortcut), rel=1e-12)
+    assert record.grad_input_norm == pytest.approx(norm(dx), rel=1e-12)
+    assert record.split_error < 1e-12
+    assert record.residual == (kind != "plain")
+
+
+def test_recorder_and_gradient_flow_leave_the_model_as_they_found_it():
+    model = small_net()
+    x, y = random_batch()
+    model.eval()
+    before = model(x)
+    rng = np.random.default_rng(2)
+    for p in model.parameters():
+        p.grad[...] = rng.standard_normal(p.grad.shape)
+    grads = [p.grad.copy() for p in model.parameters()]
+    buffers = {k: np.copy(v) for k, v in model.named_buffers()}
+
+    gradient_flow(model, x, y)
+    with pytest.raises(RuntimeError), GradientRecorder(model):
+        raise RuntimeError("an error inside the with block still unwraps")
+
+    for name, module in model.named_modules():
+        assert not set(WRAPPED) & set(module.__dict__), f"{name or 'model'} still wrapped"
+    assert not model.training
+    np.testing.assert_array_equal(model(x), before)
+    for p, g in zip(model.parameters(), grads, strict=True):
+        np.testing.assert_array_equal(p.grad, g)
+    for k, v in model.named_buffers():
+        np.testing.assert_array_equal(v, buffers[k])
+
+
+def test_paused_recorder_records_nothing_and_reports_round_trip_through_json():
+    model = small_net()
+    x, y = random_batch()
+    with GradientRecorder(model) as recorder:
+        recorder.active = False
+        model(x)
+        assert recorder.layers == {} and recorder.blocks == {}
+    report = gradient_flow(model, x, y, "resnet8")
+    again = GradFlowReport.from_json(json.loads(json.dumps(report.to_json())))
+    assert again == report
+    assert "layer3.0" in report.table() and report.first_last_ratio() > 0
+
+
+def test_plain_net_gradient_shrinks_far_more_with_depth_than_its_residual_twin(cifar_dir):
+    x, y = first_batch(cifar_dir, 32)                              # real images
+    residual = gradient_flow(init_model("resnet32", seed=0), x, y)
+    plain = gradient_flow(init_model("plain32", seed=0), x, y)
+    assert len(residual.convs()) == len(plain.convs()) == 31
+    assert plain.first_last_ratio() > 5 * residual.first_last_ratio()
+    shares = [b.shortcut_norm / (b.shortcut_norm + b.residual_norm) for b in residual.blocks]
+    assert min(shares) > 0.2                                        # the shortcut carries its part
+
+
+def test_gradflow_command_prints_ratios_and_writes_a_png(cifar_dir, tmp_path, capsys):
+    output = tmp_path / "gradflow.png"
+    code = main(["gradflow", "--models", "resnet20", "plain20", "--batch-size", "8", "-q",
+                 "--data-dir", str(cifar_dir), "-o", str(output)])
+    assert code == 0
+    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "resnet20" in printed and "plain20" in printed and "first/last" in printed
+
+
+def test_degradation_writes_summary_and_snapshots_and_skips_finished_runs(cifar_dir, tmp_path):
+    kwargs = {"models": ("resnet20",), "epochs": 1, "train_size": 40, "test_size": 20,
+              "data_dir": cifar_dir, "gradflow_batch": 8, "progress": False}
+    messages = []
+    summary = degradation(tmp_path, log=messages.append, **kwargs)
+    run = tmp_path / "resnet20"
+    assert sorted(p.name for p in (run / "gradflow").iterdir()) == ["epoch_000.json", "epoch_001.json"]
+    assert (tmp_path / "degradation.png").is_file() and (run / "metrics.json").is_file()
+    table = summary.read_text()
+    assert "| resnet20 | 272,474 |" in table and "0.73" in table       # ours beside the reference
+
+    messages.clear()
+    degradation(tmp_path, log=messages.append, **kwargs)
+    assert any("complete, skipped" in m for m in messages)
