@@ -45,13 +45,14 @@ class BatchNorm2d(Module):
             if M < 2:
                 raise ValueError(f"{self!r}: training needs more than one value per channel, "
                                  f"got input {x.shape}")
-            mu = x.mean(axis=(0, 2, 3))                               # μ
-            var = x.var(axis=(0, 2, 3))                               # σ² (biased, 1/M)
+            # sums over M values are accumulated in float64, as PyTorch does on the CPU
+            mu = x.mean(axis=(0, 2, 3), dtype=np.float64)             # μ
+            var = x.var(axis=(0, 2, 3), dtype=np.float64)             # σ² (biased, 1/M)
             self._update_running_stats(mu, var, M)
         else:
             mu, var = self.running_mean, self.running_var
-        inv_std = 1.0 / np.sqrt(var + self.eps)                      # 1 / √(σ² + ε)
-        x_hat = (x - mu[:, None, None]) * inv_std[:, None, None]      # x̂
+        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)     # 1 / √(σ² + ε)
+        x_hat = (x - mu.astype(x.dtype)[:, None, None]) * inv_std[:, None, None]   # x̂
         self.cache = (x_hat, inv_std, self.training)
         return self.weight.data[:, None, None] * x_hat + self.bias.data[:, None, None]
 
@@ -68,13 +69,15 @@ class BatchNorm2d(Module):
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         x_hat, inv_std, used_batch_stats = self._saved()
         dy = grad_output
-        gamma = self.weight.data
-        self.bias.grad += dy.sum(axis=(0, 2, 3))                      # dβ = Σ dy
-        self.weight.grad += (dy * x_hat).sum(axis=(0, 2, 3))          # dγ = Σ dy x̂
-        scale = (gamma * inv_std)[:, None, None]                      # γ / √(σ² + ε)
+        sum_dy = dy.sum(axis=(0, 2, 3), dtype=np.float64)                   # Σ dy
+        sum_dy_xhat = (dy * x_hat).sum(axis=(0, 2, 3), dtype=np.float64)    # Σ dy x̂
+        self.bias.grad += sum_dy.astype(dy.dtype)                           # dβ = Σ dy
+        self.weight.grad += sum_dy_xhat.astype(dy.dtype)                    # dγ = Σ dy x̂
+        scale = (self.weight.data * inv_std)[:, None, None]                 # γ / √(σ² + ε)
         if not used_batch_stats:
-            return dy * scale                                         # statistics are constants
+            return dy * scale                                               # statistics are constants
         # dx = γ/√(σ²+ε) · (dy - mean(dy) - x̂ · mean(dy x̂)), the formula above divided by M
-        mean_dy = dy.mean(axis=(0, 2, 3))[:, None, None]              # (1/M) Σ dy
-        mean_dy_xhat = (dy * x_hat).mean(axis=(0, 2, 3))[:, None, None]   # (1/M) Σ dy x̂
+        M = dy.shape[0] * dy.shape[2] * dy.shape[3]
+        mean_dy = (sum_dy / M).astype(dy.dtype)[:, None, None]
+        mean_dy_xhat = (sum_dy_xhat / M).astype(dy.dtype)[:, None, None]
         return scale * (dy - mean_dy - x_hat * mean_dy_xhat)
