@@ -83,18 +83,25 @@ class BasicBlock(Module):
         return "" if self.residual else "residual=False"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        # BEGIN SOLUTION residual
+        # HINT: out = self._branch(x); if self.residual add _shortcut(self, x, out); return self.relu2(out)
         out = self._branch(x)                               # F(x)
         if self.residual:
             out = out + _shortcut(self, x, out)              # F(x) + shortcut(x)
         return self.relu2(out)
+        # END SOLUTION
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        # BEGIN SOLUTION residual
+        # HINT: back through relu2, then through F (self._branch_backward) and, if residual, through the
+        # HINT: shortcut (_shortcut_backward); x fed both paths, so add
         d_out = self.relu2.backward(grad_output)            # dL/d(F(x) + shortcut(x))
         dx_residual = self._branch_backward(d_out)          # through F
         if not self.residual:
             return dx_residual                              # plain twin: F is the only path
         dx_shortcut = _shortcut_backward(self.downsample, d_out)   # through the shortcut
         return dx_residual + dx_shortcut                    # x fed both paths: gradients add
+        # END SOLUTION
 
     def _branch(self, x: np.ndarray) -> np.ndarray:
         """F(x): (N, inplanes, H, W) -> (N, planes, H/s, W/s)."""
@@ -148,18 +155,25 @@ class Bottleneck(Module):
         return "" if self.residual else "residual=False"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        # BEGIN SOLUTION residual
+        # HINT: out = self._branch(x); if self.residual add _shortcut(self, x, out); return self.relu3(out)
         out = self._branch(x)                               # F(x)
         if self.residual:
             out = out + _shortcut(self, x, out)              # F(x) + shortcut(x)
         return self.relu3(out)
+        # END SOLUTION
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        # BEGIN SOLUTION residual
+        # HINT: back through relu3, then through F (self._branch_backward) and, if residual, through the
+        # HINT: shortcut (_shortcut_backward); x fed both paths, so add
         d_out = self.relu3.backward(grad_output)            # dL/d(F(x) + shortcut(x))
         dx_residual = self._branch_backward(d_out)          # through F
         if not self.residual:
             return dx_residual                              # plain twin: F is the only path
         dx_shortcut = _shortcut_backward(self.downsample, d_out)   # through the shortcut
         return dx_residual + dx_shortcut                    # x fed both paths: gradients add
+        # END SOLUTION
 
     def _branch(self, x: np.ndarray) -> np.ndarray:
         """F(x): (N, inplanes, H, W) -> (N, 4·planes, H/s, W/s)."""

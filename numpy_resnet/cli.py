@@ -8,6 +8,7 @@
     numpy-resnet bench [--vs-torch] [--json F]  layer and step timings, compile time, memory
     numpy-resnet gradflow [--models M ...]      gradient norm at every layer, one batch, a plot
     numpy-resnet experiment degradation         plain vs residual twins trained, summary.md
+    numpy-resnet assignment make|grade ...      student copy with stubs; grade it part by part
 """
 
 from __future__ import annotations
@@ -315,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_bench_parser(commands)
     _add_gradflow_parsers(commands)
+    from .assignment.command import add_parser as add_assignment_parser
+    add_assignment_parser(commands)
     return parser
 
 

@@ -71,6 +71,9 @@ class Conv2d(Module):
         return self.weight.data.reshape(self.groups, self.out_channels // self.groups, -1)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        # BEGIN SOLUTION conv
+        # HINT: cols = kernels.im2col(x, k, k, s, p); Y = W·cols for each group (see _weight_by_group) + b;
+        # HINT: save (cols, x.shape) in self.cache; return y as (N, C_out, H_out, W_out)
         check_input(self, x, ndim=4, channels=self.in_channels)
         N, _, H, W = x.shape
         k, s, p = self.kernel_size, self.stride, self.padding
@@ -89,8 +92,12 @@ class Conv2d(Module):
             y = y + self.bias.data[None, :, None, None]
         self.cache = (cols_g, x.shape)
         return np.ascontiguousarray(y)
+        # END SOLUTION
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        # BEGIN SOLUTION conv
+        # HINT: per group: dW = dY·colsᵀ (add into self.weight.grad), db = Σ dY over (N, H, W), dcols = Wᵀ·dY;
+        # HINT: return kernels.col2im(dcols, x_shape, k, k, s, p)
         cols_g, x_shape = self._saved()
         k, s, p = self.kernel_size, self.stride, self.padding
         # dY as a matrix per group: (groups, C_out/groups, N·H_out·W_out)
@@ -103,3 +110,4 @@ class Conv2d(Module):
         np.matmul(self._weight_by_group().transpose(0, 2, 1), dy, out=dcols)   # dcols = Wᵀ · dY
         dcols = dcols.reshape(-1, dcols.shape[2])
         return kernels.col2im(dcols, x_shape, k, k, s, p)           # dx = col2im(dcols)
+        # END SOLUTION
