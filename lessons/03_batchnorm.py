@@ -175,7 +175,7 @@ check(report.ok(), "BatchNorm2d (eval) passes the finite-difference check")
 # %%
 bn = nn.BatchNorm2d(C).to(np.float64)            # running_mean = 0, running_var = 1
 expected_mean, expected_var = np.zeros(C), np.ones(C)
-for step in range(3):
+for _ in range(3):
     xb = g.standard_normal((N, C, H, H)) * 3 + 2
     M = N * H * H
     bn(xb)

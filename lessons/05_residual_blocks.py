@@ -16,7 +16,8 @@
 # $x$ feeds two paths, so its gradient is the sum of what comes back along each. With
 # $d = \partial L / \partial(F(x) + x) = dy \cdot [F(x) + x > 0]$:
 #
-# $$\frac{\partial L}{\partial x} = \underbrace{\Big(\frac{\partial F}{\partial x}\Big)^T d}_{\text{through } F}
+# $$\frac{\partial L}{\partial x} =
+#   \underbrace{\Big(\frac{\partial F}{\partial x}\Big)^T d}_{\text{through } F}
 #   \;+\; \underbrace{d}_{\text{through the skip}}.$$
 #
 # The second term carries $d$ to $x$ unchanged, however small or badly conditioned $F$'s
@@ -190,7 +191,7 @@ fig, (ax_bar, *ax_maps) = plt.subplots(1, 4, figsize=(12, 3.2),
 layers = {"BasicBlock 256": [589_824, 589_824], "Bottleneck 256": [16_384, 36_864, 16_384],
           "BasicBlock 64": [36_864, 36_864]}
 colors = ["tab:blue", "tab:orange", "tab:green"]
-for i, (name, sizes) in enumerate(layers.items()):
+for i, sizes in enumerate(layers.values()):
     bottom = 0
     for j, size in enumerate(sizes):
         ax_bar.bar(i, size / 1000, bottom=bottom / 1000, color=colors[j], edgecolor="white",

@@ -28,7 +28,6 @@
 import gc
 
 import matplotlib.pyplot as plt
-import numpy as np
 from _common import MODE, QUICK, check, print_table, show_or_save
 
 from numpy_resnet.models import get_model

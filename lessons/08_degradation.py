@@ -107,11 +107,13 @@ if not QUICK:
     check(final[f"resnet{deep}"]["train_loss"] < final[f"plain{deep}"]["train_loss"],
           f"the residual twin trains better at depth {deep}: "
           f"{final[f'resnet{deep}']['train_loss']:.3f} vs {final[f'plain{deep}']['train_loss']:.3f}")
-    gap_shallow = final[f"plain{shallow}"]["train_loss"] - final[f"resnet{shallow}"]["train_loss"]
-    gap_deep = final[f"plain{deep}"]["train_loss"] - final[f"resnet{deep}"]["train_loss"]
-    check(gap_deep > gap_shallow,
-          f"the plain-minus-residual gap in training loss grows with depth "
-          f"({gap_shallow:+.3f} at {shallow}, {gap_deep:+.3f} at {deep})")
+    check(final[f"plain{deep}"]["train_loss"] > 0.9 * np.log(10),
+          f"plain{deep} stays within 10% of log 10 = {np.log(10):.3f}, the loss of a random guess")
+    cost_plain = final[f"plain{deep}"]["train_loss"] - final[f"plain{shallow}"]["train_loss"]
+    cost_res = final[f"resnet{deep}"]["train_loss"] - final[f"resnet{shallow}"]["train_loss"]
+    check(cost_res < cost_plain,
+          f"going from {shallow} to {deep} layers changes the training loss by {cost_plain:+.3f} "
+          f"for the plain nets and by {cost_res:+.3f} for the residual nets")
 
 # %% [markdown]
 # ## Figure: training loss and training accuracy
@@ -138,11 +140,16 @@ fig.tight_layout()
 show_or_save(fig, "08_degradation.png")
 
 # %% [markdown]
-# He et al.'s Figure 1 in miniature: of the plain networks, the deeper one has the higher
-# training loss at every point, the opposite of what its extra capacity promises. Given the
-# skip connections, the same 56 layers train at least as well as 20. For a longer run (30
-# epochs of PyTorch on the same subset) see the table in the data folder's README, or run
-# `numpy-resnet experiment degradation`.
+# He et al.'s Figure 1 in miniature. Of the plain networks the deeper one fits the
+# training set worse, the opposite of what its extra capacity promises: within this budget
+# plain-56 barely leaves the loss of a random guess, $\log 10 \approx 2.30$. With skip
+# connections the same 56 layers train at least about as well as 20 (the checks above print
+# the numbers of this run). The paper's comparison runs along depth, plain with plain and
+# residual with residual. Across the two, at 20 layers the plain net may well fit fastest
+# in a run this short: depth 20 gives it no trouble yet, while the zero-initialised
+# residual nets start with their blocks switched off and spend the first epochs growing
+# them. For longer runs, see the 30-epoch PyTorch reference on the same
+# subset in the data folder's README, or run `numpy-resnet experiment degradation`.
 #
 # ## The library version
 #
