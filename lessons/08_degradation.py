@@ -33,11 +33,11 @@
 # (`zero_init_residual`, lesson 09), so each block starts as the identity and the 56-layer
 # residual net starts as exactly the construction above, a shallow net plus identity
 # layers. With the default $\gamma = 1$ the residual stream grows block after block, the
-# deep residual net starts with a loss well above $\log 10$, and in a run this short its
-# first epochs go to undoing that (exercise 1); over the paper's 64,000 steps it does not
-# matter. The plain nets cannot take this option: a plain block with $\gamma = 0$ outputs
-# zeros. Quick mode trains depth 8 and 14, four channels wide, on 64 images: it only checks
-# that the code runs.
+# deep residual net starts with a loss well above $\log 10$ (lesson 07 prints it), and in
+# a run this short its first epochs go to undoing that (exercise 1); over the paper's
+# 64,000 steps it does not matter. The plain nets cannot take this option: a plain block
+# with $\gamma = 0$ outputs zeros. Quick mode trains depth 8 and 14, four channels wide, on
+# 64 images: it only checks that the code runs.
 
 # %%
 import matplotlib.pyplot as plt

@@ -85,9 +85,14 @@ def _in_notebook() -> bool:
 
 
 def show_or_save(fig, name: str) -> Path:
-    """Save `fig` as lessons/output/<name>; show it too in Jupyter or with NUMPY_RESNET_SHOW=1."""
+    """Save `fig` as lessons/output/<name>; show it too in Jupyter or with NUMPY_RESNET_SHOW=1.
+
+    In quick mode the file is <stem>_quick.png, so a quick run never overwrites full results.
+    """
     import matplotlib.pyplot as plt
 
+    if QUICK:
+        name = f"{Path(name).stem}_quick{Path(name).suffix}"
     path = output_dir() / name
     fig.savefig(path, dpi=110, bbox_inches="tight")
     print(f"figure saved: {path}")

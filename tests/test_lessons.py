@@ -18,21 +18,14 @@ import pytest
 LESSONS_DIR = Path(__file__).resolve().parents[1] / "lessons"
 LESSONS = sorted(LESSONS_DIR.glob("[0-9][0-9]_*.py"))
 NEEDS_DATA = {"07_gradient_flow", "08_degradation", "09_training_recipe", "10_fine_tuning"}
-SLOW: set[str] = set()          # lessons slower than ~15 s in quick mode
-TIMEOUT = 180                   # seconds; a quick-mode lesson takes a few
-
-
-def _params():
-    for path in LESSONS:
-        marks = [pytest.mark.slow] if path.stem in SLOW else []
-        yield pytest.param(path, id=path.stem, marks=marks)
+TIMEOUT = 180       # seconds; each lesson takes 2-6 s in quick mode (about 40 s for all ten)
 
 
 def test_every_lesson_is_collected():
     assert len(LESSONS) == 10, [p.name for p in LESSONS]
 
 
-@pytest.mark.parametrize("lesson", _params())
+@pytest.mark.parametrize("lesson", LESSONS, ids=[path.stem for path in LESSONS])
 def test_lesson_runs_in_quick_mode(lesson, tmp_path, request):
     # One thread each for BLAS and Numba: quick mode makes many tiny kernel calls, and on a
     # busy machine parallel Numba kernels spend more time waiting for threads than working.
