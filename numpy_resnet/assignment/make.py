@@ -6,12 +6,14 @@ Markers in the library (comment lines, so the reference runs unchanged):
     # HINT: <text>                  one or more lines right after BEGIN
     ...
     # END SOLUTION
-    # WHEN STUBBED <part>: <line>   the next line is replaced by <line> when <part> is stubbed
+    # WHEN STUBBED <part>[,<part>...]: <line>
+                                    the next line is replaced by <line> when any of the parts is stubbed
 
 A stubbed region becomes `raise NotImplementedError("<part>: <hint>")` at the region's
 indentation; an unstubbed one keeps its code and loses its marker lines.
-The one WHEN STUBBED marker sits in kernels/__init__.py: with the conv part stubbed the copy's
-default backend is "numpy", so im2col/col2im run the student's code and not the Numba twin.
+The one WHEN STUBBED marker sits in kernels/__init__.py: with the conv, batchnorm or activations
+part stubbed the copy's default backend is "numpy", so the layers and im2col/col2im run the
+student's code and not the fast path or the Numba twin.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from .parts import PARTS
 BEGIN = re.compile(r"^(\s*)# BEGIN SOLUTION (\w+)\s*$")
 HINT = re.compile(r"^\s*# HINT: ?(.*)$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
-WHEN_STUBBED = re.compile(r"^(\s*)# WHEN STUBBED (\w+): (.*)$")
+WHEN_STUBBED = re.compile(r"^(\s*)# WHEN STUBBED (\w+(?:,\w+)*): (.*)$")
 ANY_MARKER = re.compile(r"#\s*(BEGIN SOLUTION|END SOLUTION|HINT:|WHEN STUBBED)")
 
 # what is copied beside the package, and what never is
@@ -54,11 +56,12 @@ def strip_regions(text: str, stubbed: set[str], where: str = "<text>") -> tuple[
         line = lines[i]
         begin, when = BEGIN.match(line), WHEN_STUBBED.match(line)
         if when:
-            indent, part, replacement = when.groups()
-            _check_part(part, where, i)
+            indent, parts, replacement = when.groups()
+            for part in parts.split(","):
+                _check_part(part, where, i)
             if i + 1 >= len(lines):
                 raise ValueError(f"{where}:{i + 1}: WHEN STUBBED needs a line after it")
-            if part in stubbed:
+            if stubbed & set(parts.split(",")):
                 removed.append(lines[i + 1])
                 out.append(indent + replacement)
             else:
@@ -201,7 +204,8 @@ def _write_readme(out: Path, parts: list[str]) -> None:
         "| part | points | what | files |\n|---|---|---|---|\n" + rows + "\n\n"
         "Check yourself with the tests in `tests/` (e.g. `python -m pytest tests/test_gradcheck.py`) "
         "and with `python -m numpy_resnet gradcheck`. The grader uses its own tests on fresh random "
-        "inputs.\n" + ("\nThe `conv` part is stubbed, so `numpy_resnet.kernels` defaults to the NumPy "
-                       "backend: your im2col/col2im are the ones that run (pooling uses them too).\n"
-                       if "conv" in parts else ""),
+        "inputs.\n" + ("\nParts of the layers are stubbed, so `numpy_resnet.kernels` defaults to the "
+                       "NumPy backend: your code is what runs, not the fast path (and with `conv` "
+                       "stubbed, your im2col/col2im, which pooling uses too).\n"
+                       if {"conv", "batchnorm", "activations"} & set(parts) else ""),
         encoding="utf-8")

@@ -1,8 +1,17 @@
-"""Kernels: im2col / col2im in a readable NumPy version and a fast Numba twin.
+"""Kernels: im2col / col2im in a readable NumPy version and a fast Numba twin, and the fast path.
 
-`im2col` and `col2im` dispatch to the backend chosen with `set_backend` ("numba", the
-default, or "numpy"); `use_backend("numpy")` switches inside a `with` block. Numba is
-imported on first use, so `import numpy_resnet` stays fast.
+Two backends, chosen with `set_backend` ("numba", the default, or "numpy"), or inside a
+`with use_backend("numpy"):` block:
+
+    "numpy"   every layer runs its readable code in nn/, and im2col / col2im are
+              im2col_numpy.py's: the reference, slow and obviously correct.
+    "numba"   im2col / col2im are im2col_numba.py's compiled twins; Conv2d, BatchNorm2d and
+              ReLU run the fast path instead: channels-last memory, cache-sized chunks and
+              fused loops on every core (conv_nhwc.py, batchnorm_nhwc.py, elementwise.py,
+              threads.py). Tests check that both backends compute the same numbers.
+
+Numba is imported on first use (the layers import the fast-path modules when they first
+run them), so `import numpy_resnet` stays fast.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ from .conv_naive import conv2d_naive
 from .im2col_numpy import col2im_numpy, conv_output_size, im2col_numpy
 
 BACKENDS = ("numba", "numpy")
-# WHEN STUBBED conv: _backend = "numpy"
+# WHEN STUBBED conv,batchnorm,activations: _backend = "numpy"
 _backend = "numba"
 
 
@@ -44,6 +53,16 @@ def workspace(name: str, shape: tuple, dtype) -> np.ndarray:
     if buffer is None:
         buffer = _workspaces[key] = np.empty(shape, dtype)
     return buffer
+
+
+def fast_path(module, base: type) -> bool:
+    """Should `module` (an instance of `base` or a subclass) run the fast channels-last kernels?
+
+    Yes with the "numba" backend, unless its class redefines base's forward or backward: a
+    subclass that does expects what the readable forward keeps for backward.
+    """
+    cls = type(module)
+    return (_backend == "numba" and cls.forward is base.forward and cls.backward is base.backward)
 
 
 @contextmanager
@@ -76,5 +95,5 @@ def col2im(cols, x_shape, kh, kw, stride, padding):
     return col2im_numpy(cols, x_shape, kh, kw, stride, padding)
 
 
-__all__ = ["conv2d_naive", "im2col", "col2im", "im2col_numpy", "col2im_numpy",
+__all__ = ["fast_path", "conv2d_naive", "im2col", "col2im", "im2col_numpy", "col2im_numpy",
            "conv_output_size", "set_backend", "get_backend", "use_backend", "BACKENDS", "workspace"]

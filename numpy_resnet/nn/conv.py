@@ -11,6 +11,10 @@ and, since Y is linear in both W and cols,
 
 With groups > 1 the input channels split into `groups` slices, each with its own weights:
 the rows of `cols` and of W split the same way and each group is its own GEMM.
+
+What you read below is the reference. With the default "numba" backend a convolution with
+groups = 1 runs the same equations on channels-last memory, a cache-sized chunk of `cols` at
+a time, on every core (kernels/conv_nhwc.py); tests check that the two agree.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ class Conv2d(Module):
         self.cache = None
         self._cols_buffer = None
 
+    _FAST = "channels-last"             # tags the fast path's cache: (_FAST, x)
+
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
              f"stride={self.stride}")
@@ -70,17 +76,28 @@ class Conv2d(Module):
         """W as `groups` matrices: (groups, C_out/groups, C_in/groups·k·k)."""
         return self.weight.data.reshape(self.groups, self.out_channels // self.groups, -1)
 
+    def _output_size(self, x: np.ndarray) -> tuple[int, int]:
+        """Check x: (N, C_in, H, W) and return (H_out, W_out)."""
+        check_input(self, x, ndim=4, channels=self.in_channels)
+        k, s, p = self.kernel_size, self.stride, self.padding
+        H_out = kernels.conv_output_size(x.shape[2], k, s, p)
+        W_out = kernels.conv_output_size(x.shape[3], k, s, p)
+        if H_out < 1 or W_out < 1:
+            raise ValueError(f"{self!r}: input {x.shape} is smaller than the kernel")
+        return H_out, W_out
+
     def forward(self, x: np.ndarray) -> np.ndarray:
+        H_out, W_out = self._output_size(x)
+        if self.groups == 1 and kernels.fast_path(self, Conv2d):
+            from ..kernels.conv_nhwc import conv2d_forward  # imports Numba on first use
+            bias = None if self.bias is None else self.bias.data
+            self.cache = (self._FAST, x)
+            return conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)
         # BEGIN SOLUTION conv
         # HINT: cols = kernels.im2col(x, k, k, s, p); Y = W·cols for each group (see _weight_by_group) + b;
         # HINT: save (cols, x.shape) in self.cache; return y as (N, C_out, H_out, W_out)
-        check_input(self, x, ndim=4, channels=self.in_channels)
-        N, _, H, W = x.shape
+        N = x.shape[0]
         k, s, p = self.kernel_size, self.stride, self.padding
-        H_out = kernels.conv_output_size(H, k, s, p)
-        W_out = kernels.conv_output_size(W, k, s, p)
-        if H_out < 1 or W_out < 1:
-            raise ValueError(f"{self!r}: input {x.shape} is smaller than the kernel")
         # (C_in·k·k, N·H_out·W_out); the buffer from the last step is reused when shapes match
         cols = kernels.im2col(x, k, k, s, p, out=self._cols_buffer)
         self._cols_buffer = cols
@@ -95,6 +112,8 @@ class Conv2d(Module):
         # END SOLUTION
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._saved()[0] is self._FAST:
+            return self._backward_fast(grad_output)
         # BEGIN SOLUTION conv
         # HINT: per group: dW = dY·colsᵀ (add into self.weight.grad), db = Σ dY over (N, H, W), dcols = Wᵀ·dY;
         # HINT: return kernels.col2im(dcols, x_shape, k, k, s, p)
@@ -111,3 +130,14 @@ class Conv2d(Module):
         dcols = dcols.reshape(-1, dcols.shape[2])
         return kernels.col2im(dcols, x_shape, k, k, s, p)           # dx = col2im(dcols)
         # END SOLUTION
+
+    def _backward_fast(self, grad_output: np.ndarray) -> np.ndarray:
+        """The reference backward's dW, db and dx, from kernels/conv_nhwc.py."""
+        from ..kernels.conv_nhwc import conv2d_backward
+        _, x = self._saved()
+        dx, dW, db = conv2d_backward(x, self.weight.data, grad_output, self.stride, self.padding,
+                                     need_bias=self.bias is not None)
+        self.weight.grad += dW
+        if self.bias is not None:
+            self.bias.grad += db
+        return dx

@@ -1,0 +1,245 @@
+"""The fast convolution: channels-last memory, im2col one cache-sized chunk of rows at a time.
+
+Layout. A channels-last array has the shape (N, C, H, W) of any other, but its memory is
+ordered (N, H, W, C), as PyTorch's `memory_format=torch.channels_last`: the C values of one
+pixel sit side by side. `x.transpose(0, 2, 3, 1)` is then an (N, H, W, C) view of the same
+memory, with no copy. The layers of the fast path return channels-last arrays, so the next
+layer reads them without a copy; NumPy code that is given them computes the same numbers.
+
+Rows. Output pixel r = (n, h_o, w_o) is row r of an (N·H_out·W_out, C_out) matrix Y, which
+is the (N, H_out, W_out, C_out) output itself. Its row of `cols` holds the k·k·C_in inputs
+the pixel sees, in the order (i, j, c), so that one matrix product computes every pixel:
+
+    cols[r, (i·k + j)·C_in + c] = x_pad[n, h_o·s + i, w_o·s + j, c]
+    Y = cols · W_matᵀ,   W_mat = weight.transpose(0, 2, 3, 1): (C_out, k·k·C_in)
+
+(This is kernels/im2col_numpy.py's unfold with rows and columns swapped and the columns in
+(i, j, c) order instead of (c, i, j): tests/test_conv_nhwc.py checks the two against each
+other.) Backward, as in nn/conv.py:  dW_mat = dYᵀ · cols,  dcols = dY · W_mat,  dx = col2im(dcols).
+
+Chunks. `cols` is k·k times larger than x, so it is never made whole: each worker
+(threads.py) takes whole images and walks through their rows R at a time, R chosen so that a
+chunk of cols fits in the cache. im2col writes the chunk, the GEMM reads it back from the
+cache, and backward recomputes it rather than keeping it. Whole images per worker mean that
+no two workers' col2im ever add into the same pixel of dx.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .im2col_numpy import conv_output_size
+from .threads import parallel, scratch
+
+FORWARD_CHUNK_BYTES = 1 << 20       # a chunk of cols in forward: about one core's L2 cache
+BACKWARD_CHUNK_BYTES = 4 << 20      # backward adds dW once per chunk: fewer, larger chunks
+MIN_CHUNK_ROWS = 256                # a GEMM with fewer rows than this runs well below peak
+
+
+# ----- layout ------------------------------------------------------------------------------
+def is_channels_last(x: np.ndarray) -> bool:
+    """True if x (N, C, H, W) is an (N, H, W, C) C-contiguous array seen through a transpose."""
+    return x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def to_nhwc(x: np.ndarray) -> np.ndarray:
+    """x: (N, C, H, W), any memory order -> the (N, H, W, C) C-contiguous array (a view if it can)."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def from_nhwc(x_nhwc: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) C-contiguous -> the same memory seen as (N, C, H, W): channels-last."""
+    return x_nhwc.transpose(0, 3, 1, 2)
+
+
+def weight_matrix(weight: np.ndarray) -> np.ndarray:
+    """weight: (C_out, C_in, k, k) -> W_mat: (C_out, k·k·C_in), columns in cols' (i, j, c) order."""
+    return np.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(weight.shape[0], -1)
+
+
+def weight_from_matrix(w_mat: np.ndarray, weight_shape: tuple) -> np.ndarray:
+    """The inverse of weight_matrix: (C_out, k·k·C_in) -> (C_out, C_in, k, k)."""
+    C_out, C_in, kh, kw = weight_shape
+    return w_mat.reshape(C_out, kh, kw, C_in).transpose(0, 3, 1, 2)
+
+
+def chunk_rows(K: int, itemsize: int, chunk_bytes: int, total_rows: int) -> int:
+    return max(1, min(total_rows, max(MIN_CHUNK_ROWS, chunk_bytes // (K * itemsize))))
+
+
+# ----- the kernels: plain Python loops, compiled by Numba -----------------------------------
+def _im2col_rows(x, k, stride, padding, r0, r1, cols):
+    """cols[r - r0, (i·k + j)·C + c] = x_pad[n, h_o·s + i, w_o·s + j, c] for rows r0 <= r < r1.
+
+    x: (N, H, W, C), cols: (r1 - r0, k·k·C); row r is output pixel (n, h_o, w_o) with
+    r = (n·H_out + h_o)·W_out + w_o.
+    """
+    N, H, W, C = x.shape
+    H_out = (H + 2 * padding - k) // stride + 1
+    W_out = (W + 2 * padding - k) // stride + 1
+    for r in range(r0, r1):
+        n = r // (H_out * W_out)
+        h_o = (r // W_out) % H_out
+        w_o = r % W_out
+        row = cols[r - r0]
+        for i in range(k):
+            h = h_o * stride - padding + i
+            for j in range(k):
+                w = w_o * stride - padding + j
+                start = (i * k + j) * C                 # tap (i, j) in the row
+                if h < 0 or h >= H or w < 0 or w >= W:  # the tap is on the padding
+                    for c in range(C):
+                        row[start + c] = 0
+                else:
+                    pixel = x[n, h, w]                  # its C channels, side by side
+                    for c in range(C):
+                        row[start + c] = pixel[c]
+
+
+def _col2im_rows(dcols, k, stride, padding, r0, r1, dx):
+    """dx[n, h, w, c] += every dcols entry that _im2col_rows copied from x[n, h, w, c].
+
+    The adjoint of _im2col_rows; dx: (N, H, W, C) holds what to add to (zeros, usually).
+    """
+    N, H, W, C = dx.shape
+    H_out = (H + 2 * padding - k) // stride + 1
+    W_out = (W + 2 * padding - k) // stride + 1
+    for r in range(r0, r1):
+        n = r // (H_out * W_out)
+        h_o = (r // W_out) % H_out
+        w_o = r % W_out
+        row = dcols[r - r0]
+        for i in range(k):
+            h = h_o * stride - padding + i
+            for j in range(k):
+                w = w_o * stride - padding + j
+                if 0 <= h < H and 0 <= w < W:
+                    start = (i * k + j) * C
+                    pixel = dx[n, h, w]
+                    for c in range(C):
+                        pixel[c] += row[start + c]
+
+
+_im2col_rows = numba.njit(nogil=True, cache=True)(_im2col_rows)
+_col2im_rows = numba.njit(nogil=True, cache=True)(_col2im_rows)
+
+
+# ----- forward and backward ---------------------------------------------------------------
+def _geometry(x_nhwc: np.ndarray, weight: np.ndarray, stride: int, padding: int):
+    N, H, W, C_in = x_nhwc.shape
+    k = weight.shape[2]
+    H_out, W_out = conv_output_size(H, k, stride, padding), conv_output_size(W, k, stride, padding)
+    direct = k == 1 and stride == 1 and padding == 0        # cols is x itself: no im2col
+    return N, H_out, W_out, k, k * k * C_in, direct
+
+
+def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                   stride: int, padding: int) -> np.ndarray:
+    """x: (N, C_in, H, W), any layout -> y: (N, C_out, H_out, W_out), channels-last.
+
+    weight: (C_out, C_in, k, k), bias: (C_out,) or None.  Y[rows] = cols[rows] · W_matᵀ + b.
+    """
+    x_nhwc = to_nhwc(x)
+    N, H_out, W_out, k, K, direct = _geometry(x_nhwc, weight, stride, padding)
+    w_mat_t = weight_matrix(weight).T                       # (K, C_out), a view
+    y_nhwc = np.empty((N, H_out, W_out, weight.shape[0]), x.dtype)
+    x_rows = x_nhwc.reshape(-1, x_nhwc.shape[3])                # the cols of a 1x1 conv
+    y_rows = y_nhwc.reshape(-1, weight.shape[0])
+    rows_per_image = H_out * W_out
+
+    def work(worker, n_lo, n_hi):
+        lo, hi = n_lo * rows_per_image, n_hi * rows_per_image
+        R = chunk_rows(K, x.itemsize, FORWARD_CHUNK_BYTES, hi - lo)
+        for a in range(lo, hi, R):
+            b = min(a + R, hi)
+            if direct:
+                cols = x_rows[a:b]
+            else:
+                cols = scratch(worker, "cols", (b - a, K), x.dtype)
+                _im2col_rows(x_nhwc, k, stride, padding, a, b, cols)
+            np.matmul(cols, w_mat_t, out=y_rows[a:b])     # Y = cols · W_matᵀ
+            if bias is not None:
+                y_rows[a:b] += bias                         # + b
+
+    parallel(work, N)
+    return from_nhwc(y_nhwc)
+
+
+def flipped_weight(weight: np.ndarray) -> np.ndarray:
+    """weight: (C_out, C_in, k, k) -> W': (C_in, C_out, k, k),  W'[c, o, i, j] = W[o, c, k-1-i, k-1-j]."""
+    return np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+
+
+def conv2d_backward(x: np.ndarray, weight: np.ndarray, grad_output: np.ndarray, stride: int,
+                    padding: int, need_bias: bool):
+    """Gradients of conv2d_forward: (dx channels-last, dW like weight, db or None).
+
+    x: the forward's input (N, C_in, H, W); grad_output dY: (N, C_out, H_out, W_out), any layout.
+        dW_mat = Σ_chunks dY[rows]ᵀ · cols[rows]      db = Σ_rows dY
+        dx     = col2im(dY · W_mat)
+    With stride 1, dx is itself a convolution, of dY with the kernel turned by 180 degrees and
+    its in/out channels swapped, padded by k - 1 - p: every x pixel gathers what it gave to the
+    k·k outputs it touched. That is another forward pass (an im2col and one GEMM per chunk),
+    which is faster than col2im's scattered additions.
+    """
+    x_nhwc, dy_nhwc = to_nhwc(x), to_nhwc(grad_output)
+    k = weight.shape[2]
+    dW, db = _weight_grad(x_nhwc, dy_nhwc, weight, stride, padding, need_bias)
+    if stride == 1 and padding <= k - 1:
+        dx = conv2d_forward(from_nhwc(dy_nhwc), flipped_weight(weight), None, 1, k - 1 - padding)
+    else:
+        dx = from_nhwc(_input_grad_col2im(x_nhwc, dy_nhwc, weight, stride, padding))
+    return dx, dW, db
+
+
+def _weight_grad(x_nhwc, dy_nhwc, weight, stride, padding, need_bias):
+    """dW = Σ_chunks dY[rows]ᵀ · cols[rows] (like weight), db = Σ_rows dY (or None)."""
+    N, H_out, W_out, k, K, direct = _geometry(x_nhwc, weight, stride, padding)
+    C_out, dtype = weight.shape[0], x_nhwc.dtype
+    x_rows, dy_rows = x_nhwc.reshape(-1, x_nhwc.shape[3]), dy_nhwc.reshape(-1, C_out)
+    rows_per_image = H_out * W_out
+
+    def work(worker, n_lo, n_hi):
+        lo, hi = n_lo * rows_per_image, n_hi * rows_per_image
+        dW = np.empty((C_out, K), dtype)                    # this worker's sum over its chunks
+        R = chunk_rows(K, dtype.itemsize, BACKWARD_CHUNK_BYTES, hi - lo)
+        for a in range(lo, hi, R):
+            b = min(a + R, hi)
+            if direct:
+                cols = x_rows[a:b]
+            else:
+                cols = scratch(worker, "cols", (b - a, K), dtype)
+                _im2col_rows(x_nhwc, k, stride, padding, a, b, cols)   # recomputed, not kept
+            if a == lo:
+                np.matmul(dy_rows[a:b].T, cols, out=dW)     # dW_mat = dY[rows]ᵀ · cols ...
+            else:
+                dW += np.matmul(dy_rows[a:b].T, cols, out=scratch(worker, "dW", dW.shape, dtype))
+        db = dy_rows[lo:hi].sum(axis=0, dtype=np.float64) if need_bias else None
+        return dW, db                                       # ... summed over the chunks
+
+    results = parallel(work, N)
+    dW = sum(r[0] for r in results[1:]) + results[0][0] if len(results) > 1 else results[0][0]
+    db = sum(r[1] for r in results).astype(dtype) if need_bias else None
+    return weight_from_matrix(dW, weight.shape), db
+
+
+def _input_grad_col2im(x_nhwc, dy_nhwc, weight, stride, padding):
+    """dx = col2im(dY · W_mat), chunk by chunk: (N, H, W, C_in)."""
+    N, H_out, W_out, k, K, direct = _geometry(x_nhwc, weight, stride, padding)
+    w_mat, dtype = weight_matrix(weight), x_nhwc.dtype
+    dy_rows = dy_nhwc.reshape(-1, weight.shape[0])
+    dx_nhwc = np.empty_like(x_nhwc)
+    rows_per_image = H_out * W_out
+
+    def work(worker, n_lo, n_hi):
+        lo, hi = n_lo * rows_per_image, n_hi * rows_per_image
+        dx_nhwc[n_lo:n_hi] = 0                              # col2im adds into it
+        R = chunk_rows(K, dtype.itemsize, FORWARD_CHUNK_BYTES, hi - lo)
+        for a in range(lo, hi, R):
+            b = min(a + R, hi)
+            dcols = np.matmul(dy_rows[a:b], w_mat, out=scratch(worker, "dcols", (b - a, K), dtype))
+            _col2im_rows(dcols, k, stride, padding, a, b, dx_nhwc)   # whole images: no overlap
+
+    parallel(work, N)
+    return dx_nhwc
