@@ -5,7 +5,9 @@
 
 For ResNet-18 with the CIFAR stem (32x32 images, 10 classes), float32:
 
-    ceiling   a 2048x2048 float32 matmul through NumPy's BLAS: the GFLOP/s a GEMM reaches here
+    ceiling   a 2048x2048 float32 matmul through NumPy's BLAS on all threads: the GFLOP/s a
+              GEMM reaches here (the kernels OpenBLAS runs are in the header: the environment
+              can force older ones with OPENBLAS_CORETYPE)
     layers    every distinct (layer, input shape) of the network run alone, forward and
               backward, in ms; convolutions and the Linear also in GFLOP/s, with
               FLOPs = 2·MACs and backward = 2x forward (dW and dx are each one GEMM that size)
@@ -93,34 +95,40 @@ def median_time(fn, steps: int, warmup: int) -> float:
 
 @contextmanager
 def limit_threads(threads: int):
-    """Numba's kernels on `threads` threads inside the block, and BLAS too when threadpoolctl is
-    installed; the previous counts come back after it. Yields what was set, for the report.
+    """The fast path's workers (kernels/threads.py) and Numba's parallel kernels on `threads`
+    threads inside the block; the previous counts come back after it. Yields what was set.
 
+    BLAS stays at one thread per call: the workers are the parallelism (see threads.py).
     NUMBA_NUM_THREADS is fixed at import; numba.set_num_threads can lower it, not raise it.
-    Without threadpoolctl, BLAS uses what the environment sets (OPENBLAS_NUM_THREADS).
     """
     import numba
 
-    previous = numba.get_num_threads()
+    from .kernels import blas
+    from .kernels import threads as workers
+
+    previous_workers, previous_numba = workers.get_num_threads(), numba.get_num_threads()
     numba_threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+    workers.set_num_threads(threads)
     numba.set_num_threads(numba_threads)
-    blas_limit = None
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        env = {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS") if k in os.environ}
-        blas = (f"as the environment sets: {env}" if env
-                else "OpenBLAS default, one per core (no threadpoolctl to set it; "
-                     f"run with OPENBLAS_NUM_THREADS={threads} to match)")
-    else:
-        blas_limit = threadpool_limits(limits=threads, user_api="blas")
-        blas = f"{threads} (threadpoolctl)"
-    try:
-        yield {"requested": threads, "numba": numba_threads, "blas": blas}
+        yield {"requested": threads, "workers": threads, "numba": numba_threads,
+               "blas": blas.describe()}
     finally:
-        numba.set_num_threads(previous)
-        if blas_limit is not None:
-            blas_limit.restore_original_limits()
+        workers.set_num_threads(previous_workers)
+        numba.set_num_threads(previous_numba)
+
+
+@contextmanager
+def blas_threads(n: int):
+    """BLAS itself on n threads inside the block (for the sgemm ceiling), then one again."""
+    from .kernels import blas
+
+    before = blas.get_num_threads()
+    blas.set_num_threads(n)
+    try:
+        yield
+    finally:
+        blas.set_num_threads(before or 1)
 
 
 # ----- the network, one training step -----------------------------------------------------------
@@ -239,12 +247,13 @@ def step_shares(model: Module, run, repeats: int) -> dict:
 
 
 # ----- the measurements -------------------------------------------------------------------------
-def sgemm_ceiling(size: int, steps: int, warmup: int, seed: int = 0) -> dict:
-    """C = A·B with A, B: (size, size) float32 through NumPy: 2·size³ FLOPs."""
+def sgemm_ceiling(size: int, steps: int, warmup: int, seed: int = 0, threads: int = 1) -> dict:
+    """C = A·B with A, B: (size, size) float32 through NumPy, BLAS on `threads`: 2·size³ FLOPs."""
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((size, size), dtype=np.float32)
     b = rng.standard_normal((size, size), dtype=np.float32)
-    seconds = median_time(lambda: a @ b, steps, max(warmup, 1))
+    with blas_threads(threads):
+        seconds = median_time(lambda: a @ b, steps, max(warmup, 1))
     return {"size": size, "ms": 1e3 * seconds, "gflops": 2 * size ** 3 / seconds / 1e9}
 
 
@@ -367,7 +376,8 @@ def _measure_in_this_process(config: BenchConfig, report: dict, log) -> None:
     """The ceiling, each distinct layer alone, the training step and inference, the shares."""
     train = not config.eval_only
     log(f"bench: sgemm ceiling ({config.sgemm_size}x{config.sgemm_size} float32)")
-    report["ceiling"] = sgemm_ceiling(config.sgemm_size, config.steps, config.warmup, config.seed)
+    report["ceiling"] = sgemm_ceiling(config.sgemm_size, config.steps, config.warmup, config.seed,
+                                      report["threads"]["requested"])
     model = build_model(config.width)
     report["architecture"] = architecture({k: v.shape for k, v in model.state_dict().items()})
     x, _ = random_batch(config.batch_size, np.random.default_rng(config.seed))

@@ -20,7 +20,8 @@ def _header(report: dict) -> list[str]:
         f"batch {c['batch_size']}, {c['dtype']}, 32x32 images"
         + (", inference only (--eval)" if c["eval_only"] else ""),
         f"every time is the median of {c['steps']} runs after {c['warmup']} warm-up runs",
-        f"threads: {t['requested']} requested; Numba {t['numba']}; BLAS {t['blas']}",
+        f"threads: {t['requested']} requested; {t.get('workers', '?')} workers, Numba {t['numba']}; "
+        f"BLAS: {t['blas']}",
         f"machine: {m['cpu_count']} CPUs ({m['cpu_model']}); Python {m['python']}, NumPy {m['numpy']} "
         f"({blas}), Numba {m['numba']} ({m['numba_threading_layer'] or '?'} threads), "
         f"torch {m['torch'] or 'not installed'}",

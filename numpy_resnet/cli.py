@@ -151,8 +151,8 @@ def _add_bench_parser(commands) -> None:
     p.add_argument("--batch-size", type=int, default=128, help="default 128")
     p.add_argument("--steps", type=int, default=5, help="timed runs, the median is shown (default 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs before them (default 2)")
-    p.add_argument("--threads", type=int, help="threads for Numba, BLAS (with threadpoolctl) and "
-                                               "torch (default: os.cpu_count())")
+    p.add_argument("--threads", type=int, help="worker threads of the fast path, Numba and torch "
+                                               "(default: os.cpu_count())")
     p.add_argument("--vs-torch", action="store_true", help="the same network and step in PyTorch")
     p.add_argument("--json", metavar="FILE", help="also write every number, config and machine info")
     p.add_argument("--eval", action="store_true", help="inference only: forward passes in eval mode")

