@@ -191,6 +191,13 @@ print_table(["kernel", "NumPy s", "Numba s", "NumPy / Numba"],
 # Python you can step through in a debugger. `numpy_resnet/kernels/im2col_numba.py` is
 # worth reading next to `im2col_numpy.py`: the same indexing, once as loops, once as a
 # strided view.
+#
+# With the default backend, `nn.Conv2d` itself goes one step further
+# (`numpy_resnet/kernels/conv_nhwc.py`): it keeps activations *channels-last* (the C values
+# of a pixel side by side, PyTorch's `channels_last`), builds `cols` with one row per output
+# pixel, and never makes it whole: each core fills a chunk of rows that fits in its cache
+# and multiplies it at once. The timing table's last row is that layer; exercise 6 asks
+# why the memory layout matters.
 
 # %%
 if not QUICK:
@@ -208,3 +215,6 @@ if not QUICK:
 # 4. A 1x1 convolution needs no im2col at all. Why? Write it as a single `np.einsum`.
 # 5. `groups=2` splits the channels into two independent convolutions. Run
 #    `conv2d_naive(..., groups=2)` and reproduce it with two GEMMs.
+# 6. In channels-last memory, which values does one row of `cols` copy, and how many
+#    separate runs of contiguous memory are they for a 3x3 kernel? Compare with one row of
+#    the NCHW `cols` above. (`conv = nn.Conv2d(...)`; `y = conv(x)`; look at `y.strides`.)

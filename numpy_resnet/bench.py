@@ -276,17 +276,26 @@ def layer_label(m: Module) -> str:
     return type(m).__name__.lower()
 
 
+def _as_in_the_network(a: np.ndarray) -> np.ndarray:
+    from .kernels import conv_nhwc
+
+    return conv_nhwc.from_nhwc(conv_nhwc.to_nhwc(a)) if a.ndim == 4 else a
+
+
 def time_layer(m: Module, shape: tuple, count: int, steps: int, warmup: int, train: bool,
                rng: np.random.Generator) -> dict:
-    """One layer alone on a random input of `shape`: forward (and backward) ms and GFLOP/s."""
-    x = rng.standard_normal(shape).astype(m.dtype)
+    """One layer alone on a random input of `shape`: forward (and backward) ms and GFLOP/s.
+
+    4-D inputs and gradients are channels-last, as the layers of the fast path pass them on.
+    """
+    x = _as_in_the_network(rng.standard_normal(shape).astype(m.dtype))
     y = m.forward(x)
     forward = median_time(lambda: m.forward(x), steps, warmup)
     row = {"layer": layer_label(m), "type": category(m), "input": list(shape), "count": count,
            "forward_ms": 1e3 * forward, "backward_ms": None,
            "flops": None, "forward_gflops": None, "backward_gflops": None}
     if train:
-        dy = rng.standard_normal(y.shape).astype(y.dtype)
+        dy = _as_in_the_network(rng.standard_normal(y.shape).astype(y.dtype))
         row["backward_ms"] = 1e3 * median_time(lambda: m.backward(dy), steps, warmup)
     macs = layer_macs(m, y.shape) * shape[0]               # layer_macs counts one image
     if macs:

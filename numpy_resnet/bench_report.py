@@ -31,21 +31,44 @@ def _header(report: dict) -> list[str]:
     ]
 
 
+def _torch_layers(report: dict) -> dict:
+    """PyTorch's per-layer times by (label, input shape), if --vs-torch measured them."""
+    rows = report.get("torch", {}).get("layers", [])
+    return {(row["layer"], tuple(row["input"])): row for row in rows}
+
+
 def _layer_table(report: dict) -> list[str]:
+    torch_rows = _torch_layers(report)
     header = (f"{'layer':<22} {'input':<16} {'n':>2} {'fwd ms':>8} {'bwd ms':>8} {'fwd GF/s':>8} "
               f"{'bwd GF/s':>8} {'% ceil':>6} {'n x (fwd+bwd) ms':>16}")
+    if torch_rows:
+        header += f" {'torch ms':>9} {'speed':>6}"
     lines = ["", "each distinct layer alone (GF/s: GFLOP/s, FLOPs = 2·MACs, backward = 2x forward; "
-                 "% ceil: forward / sgemm)", header, "-" * len(header)]
+                 "% ceil: forward / sgemm)"]
+    if torch_rows:
+        lines.append("torch ms: PyTorch's n x (fwd+bwd) for the same layer and input; "
+                     "speed: torch ms / ours (above 1: numpy-resnet is faster)")
+    lines += [header, "-" * len(header)]
+    torch_total = 0.0
     for row in report["layers"]:
         shape = "x".join(str(d) for d in row["input"])
         total = row["count"] * (row["forward_ms"] + (row["backward_ms"] or 0))
-        lines.append(f"{row['layer']:<22} {shape:<16} {row['count']:>2} "
-                     f"{_num(row['forward_ms'], '.2f', 8)} {_num(row['backward_ms'], '.2f', 8)} "
-                     f"{_num(row['forward_gflops'], '.1f', 8)} {_num(row['backward_gflops'], '.1f', 8)} "
-                     f"{_num(row.get('forward_pct_ceiling'), '.0f', 6)} {total:>16.2f}")
+        line = (f"{row['layer']:<22} {shape:<16} {row['count']:>2} "
+                f"{_num(row['forward_ms'], '.2f', 8)} {_num(row['backward_ms'], '.2f', 8)} "
+                f"{_num(row['forward_gflops'], '.1f', 8)} {_num(row['backward_gflops'], '.1f', 8)} "
+                f"{_num(row.get('forward_pct_ceiling'), '.0f', 6)} {total:>16.2f}")
+        theirs = torch_rows.get((row["layer"], tuple(row["input"])))
+        if theirs:
+            torch_ms = row["count"] * (theirs["forward_ms"] + (theirs["backward_ms"] or 0))
+            torch_total += torch_ms
+            line += f" {torch_ms:>9.2f} {torch_ms / total:>6.2f}"
+        lines.append(line)
     layers_ms = sum(row["count"] * (row["forward_ms"] + (row["backward_ms"] or 0))
                     for row in report["layers"])
-    lines += ["-" * len(header), f"{'sum over the network':<92} {layers_ms:>16.2f}"]
+    total_line = f"{'sum over the network':<92} {layers_ms:>16.2f}"
+    if torch_rows:
+        total_line += f" {torch_total:>9.2f} {torch_total / layers_ms:>6.2f}"
+    lines += ["-" * len(header), total_line]
     return lines
 
 

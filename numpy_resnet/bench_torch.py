@@ -9,6 +9,9 @@ shapes are those of `get_model("resnet18", num_classes=10, stem="cifar", width=w
                (lr 0.01, momentum 0.9, weight decay 5e-4), as bench.make_training_step
     inference  model.eval() under torch.inference_mode()
     memory     bench_process.peak_rss_of around the first full-size step, after a warm-up on 2 images
+    layers     each distinct (conv, batchnorm, relu, linear; input shape) of the network alone,
+               forward, and backward as autograd.grad for the input and the parameters,
+               labelled as bench.layer_label labels ours so that the report can pair them
 """
 
 from __future__ import annotations
@@ -30,18 +33,20 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
+        self.relu1 = nn.ReLU()
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
+        self.relu2 = nn.ReLU()
         self.downsample = None
         if stride != 1 or inplanes != planes:               # 1x1 conv + BN projection
             self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False),
                                             nn.BatchNorm2d(planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return torch.relu(out + shortcut)
+        return self.relu2(out + shortcut)
 
 
 class ResNet18Cifar(nn.Module):
@@ -51,6 +56,7 @@ class ResNet18Cifar(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 3, 1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU()
         inplanes = width
         for i in range(4):                                  # layer1 ... layer4, two blocks each
             planes, stride = width * 2 ** i, 1 if i == 0 else 2
@@ -60,10 +66,58 @@ class ResNet18Cifar(nn.Module):
         self.fc = nn.Linear(inplanes, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
         return self.fc(x)
+
+
+def layer_label(m: nn.Module) -> str | None:
+    """bench.layer_label's name for the same layer, or None for a layer not timed alone."""
+    if isinstance(m, nn.Conv2d):
+        k, s = m.kernel_size[0], m.stride[0]
+        return f"conv{k}x{k} {m.in_channels}->{m.out_channels}" + (f" s{s}" if s != 1 else "")
+    if isinstance(m, nn.BatchNorm2d):
+        return f"batchnorm {m.num_features}"
+    if isinstance(m, nn.ReLU):
+        return "relu"
+    if isinstance(m, nn.Linear):
+        return f"linear {m.in_features}->{m.out_features}"
+    return None
+
+
+def layer_times(model: nn.Module, x: torch.Tensor, steps: int, warmup: int, train: bool) -> list:
+    """[{"layer", "input", "forward_ms", "backward_ms"}] for each distinct layer and input shape."""
+    seen = {}
+
+    def record(module, inputs, output):
+        label = layer_label(module)
+        if label is not None:
+            seen.setdefault((label, tuple(inputs[0].shape)), module)
+
+    hooks = [m.register_forward_hook(record) for m in model.modules()]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return [_time_one_layer(label, shape, module, steps, warmup, train)
+            for (label, shape), module in seen.items()]
+
+
+def _time_one_layer(label: str, shape: tuple, module: nn.Module, steps: int, warmup: int,
+                    train: bool) -> dict:
+    inp = torch.randn(shape, requires_grad=train)
+    with torch.set_grad_enabled(train):
+        forward = median_time(lambda: module(inp), steps, warmup)
+        row = {"layer": label, "input": list(shape), "forward_ms": 1e3 * forward, "backward_ms": None}
+        if train:
+            out = module(inp)
+            dy = torch.randn_like(out)
+            wrt = [inp, *module.parameters()]
+            backward = median_time(lambda: torch.autograd.grad(out, wrt, dy, retain_graph=True),
+                                   steps, warmup)
+            row["backward_ms"] = 1e3 * backward
+    return row
 
 
 def probe(width: int, batch_size: int, steps: int, warmup: int, threads: int,
@@ -106,4 +160,6 @@ def probe(width: int, batch_size: int, steps: int, warmup: int, threads: int,
     model.eval()
     seconds = median_time(lambda: inference(full[0]), steps, warmup)
     result["inference"] = {"ms": 1e3 * seconds, "images_per_s": batch_size / seconds}
+    model.train(train)
+    result["layers"] = layer_times(model, full[0], steps, warmup, train)
     print(json.dumps(result))

@@ -63,6 +63,15 @@ def test_unstubbed_region_keeps_its_code_and_loses_its_markers():
     assert not ANY_MARKER.search(text)
 
 
+def test_a_when_stubbed_marker_with_several_parts_applies_when_any_of_them_is_stubbed():
+    text = '# WHEN STUBBED conv,batchnorm: backend = "numpy"\nbackend = "numba"\n'
+    for stubbed, expected in (({"batchnorm"}, "numpy"), ({"conv", "linear"}, "numpy"), ({"linear"}, "numba")):
+        new, _ = strip_regions(text, stubbed)
+        assert new == f'backend = "{expected}"\n', stubbed
+    with pytest.raises(ValueError):
+        strip_regions('# WHEN STUBBED conv,nonsense: x = 1\nx = 2\n', set())
+
+
 def test_unterminated_or_unknown_regions_are_errors():
     with pytest.raises(ValueError, match="no END SOLUTION"):
         strip_regions("# BEGIN SOLUTION linear\nx = 1\n", set())
@@ -103,9 +112,10 @@ def test_student_copy_has_no_markers_caches_solutions_or_grader_files(tmp_path):
             assert not leaked, (rel, leaked)
 
 
-def test_student_copy_imports_and_uses_the_numpy_backend_only_when_conv_is_stubbed(tmp_path):
+def test_student_copy_uses_the_numpy_backend_only_when_a_layer_with_a_fast_path_is_stubbed(tmp_path):
     code = "import numpy_resnet.models, numpy_resnet.kernels as k; print(k.get_backend())"
-    for parts, backend in ((["conv"], "numpy"), (["linear"], "numba")):
+    for parts, backend in ((["conv"], "numpy"), (["batchnorm"], "numpy"), (["activations"], "numpy"),
+                           (["linear"], "numba")):
         out = tmp_path / parts[0]
         make_student_copy(out, parts)
         env = dict(os.environ, PYTHONPATH=str(out), PYTHONDONTWRITEBYTECODE="1")

@@ -100,6 +100,16 @@ def test_vs_torch_prints_ratio_rows_and_stores_torch_numbers(bench_run):
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
+def test_vs_torch_times_the_same_layers_and_pairs_them_with_ours(bench_run):
+    text, report = bench_run
+    ours = {(row["layer"], tuple(row["input"])) for row in report["layers"] if row["type"] != "pool"}
+    theirs = {(row["layer"], tuple(row["input"])) for row in report["torch"]["layers"]}
+    assert ours == theirs                       # every conv, batchnorm, relu and linear row
+    assert all(row["forward_ms"] > 0 and row["backward_ms"] > 0 for row in report["torch"]["layers"])
+    assert "torch ms" in text and "speed" in text
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
 def test_torch_twin_has_our_state_dict_keys_and_shapes(bench_run):
     text, report = bench_run
     assert report["torch"]["architecture"] == report["architecture"]
