@@ -59,8 +59,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         fields = TrainConfig.__dataclass_fields__
         config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
         config.augment = not args.no_augment
-        config.train_size = None if config.train_size == "all" else config.train_size
-        config.test_size = None if config.test_size == "all" else config.test_size
+        config.train_size = _count_or_none(config.train_size)
+        config.test_size = _count_or_none(config.test_size)
     try:
         fit(config, resume=bool(args.resume), progress=not args.no_progress)
     except FloatingPointError as err:
@@ -191,8 +191,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
     models = args.models or DEGRADATION_MODELS + (WIDTH16_MODELS if args.width16 else ())
     try:
-        degradation(args.out, models, epochs=args.epochs, train_size=args.train_size,
-                    test_size=args.test_size, seed=args.seed, data_dir=args.data_dir,
+        degradation(args.out, models, epochs=args.epochs, train_size=_count_or_none(args.train_size),
+                    test_size=_count_or_none(args.test_size), seed=args.seed, data_dir=args.data_dir,
                     snapshot_epochs=args.snapshots, progress=not args.no_progress)
     except (ValueError, FloatingPointError) as err:
         print(f"numpy-resnet experiment: {err}", file=sys.stderr)
@@ -227,8 +227,9 @@ def _add_gradflow_parsers(commands) -> None:
                    help="default resnet20 plain20 resnet56 plain56")
     p.add_argument("--width16", action="store_true", help="also resnet18/plain18/resnet34/plain34, width 16")
     p.add_argument("--epochs", type=int, default=30, help="default 30, as the reference")
-    p.add_argument("--train-size", type=int, help="class-balanced subset of the training set")
-    p.add_argument("--test-size", type=int, help="class-balanced subset of the test set")
+    p.add_argument("--train-size", type=_size, help="class-balanced subset of the training set "
+                                                    "(default: every image; 'all' says so too)")
+    p.add_argument("--test-size", type=_size, help="class-balanced subset of the test set (default 'all')")
     p.add_argument("--snapshots", type=int, nargs="*", metavar="EPOCH",
                    help="epochs for gradient-flow snapshots (default 0, middle, last)")
     p.add_argument("--seed", type=int, default=0)
@@ -236,6 +237,11 @@ def _add_gradflow_parsers(commands) -> None:
     p.add_argument("--out", default="runs/degradation")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_experiment)
+
+
+def _count_or_none(size):
+    """What a --train-size / --test-size gives the library: a count, or None for 'all'."""
+    return None if size in (None, "all") else size
 
 
 def _size(text: str):

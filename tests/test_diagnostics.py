@@ -189,3 +189,13 @@ def test_degradation_writes_summary_and_snapshots_and_skips_finished_runs(cifar_
     messages.clear()
     degradation(tmp_path, log=messages.append, **kwargs)
     assert any("complete, skipped" in m for m in messages)
+
+
+def test_experiment_command_takes_all_for_the_subset_sizes_as_train_does():
+    from numpy_resnet.cli import _count_or_none, build_parser
+
+    argv = ["experiment", "degradation", "--train-size", "all", "--test-size", "200"]
+    args = build_parser().parse_args(argv)
+    assert _count_or_none(args.train_size) is None and _count_or_none(args.test_size) == 200
+    args = build_parser().parse_args(["train", "--train-size", "all"])
+    assert _count_or_none(args.train_size) is None
