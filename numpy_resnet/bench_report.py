@@ -10,6 +10,15 @@ def _num(value, spec: str, width: int) -> str:
     return f"{'-' if value is None else format(value, spec):>{width}}"
 
 
+def _forced_kernels_note(blas: str) -> list[str]:
+    """A warning when the environment chose OpenBLAS's kernels (OPENBLAS_CORETYPE)."""
+    if "OPENBLAS_CORETYPE=" not in blas:
+        return []
+    return ["note: OPENBLAS_CORETYPE is set, so NumPy's BLAS runs the kernels it names rather than",
+            "      the best ones for this CPU (PyTorch's are not affected); to measure the CPU's own,",
+            "      run: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE numpy-resnet bench ..."]
+
+
 def _header(report: dict) -> list[str]:
     c, m, t = report["config"], report["machine"], report["threads"]
     blas = m["blas"].get("name") or "BLAS"
@@ -25,6 +34,7 @@ def _header(report: dict) -> list[str]:
         f"machine: {m['cpu_count']} CPUs ({m['cpu_model']}); Python {m['python']}, NumPy {m['numpy']} "
         f"({blas}), Numba {m['numba']} ({m['numba_threading_layer'] or '?'} threads), "
         f"torch {m['torch'] or 'not installed'}",
+        *_forced_kernels_note(t["blas"]),
         "",
         f"ceiling: {report['ceiling']['size']}x{report['ceiling']['size']} float32 matmul through "
         f"NumPy: {report['ceiling']['gflops']:.1f} GFLOP/s ({report['ceiling']['ms']:.1f} ms)",

@@ -51,6 +51,7 @@ def set_num_threads(n: int) -> None:
         if _pool is not None:
             _pool.shutdown(wait=True)
             _pool = None
+    blas.set_num_threads(1)                         # the workers are the parallelism
 
 
 def _get_pool() -> ThreadPoolExecutor:
