@@ -18,13 +18,18 @@ M_TRIM_THRESHOLD = -1           # keep up to this much free memory at the top of
 M_MMAP_THRESHOLD = -3           # blocks larger than this get their own mmap, unmapped on free
 KEEP_BYTES = 1 << 30
 
-_done = False                   # set once keep_freed_memory has run, whatever its result
+_result: bool | None = None     # what the first call found; later calls return it at once
 
 
 def keep_freed_memory() -> bool:
-    """Raise glibc's trim and mmap thresholds to 1 GiB; False where there is no glibc."""
-    global _done
-    _done = True
+    """Raise glibc's trim and mmap thresholds to 1 GiB (once); False where there is no glibc."""
+    global _result
+    if _result is None:
+        _result = _mallopt_thresholds()
+    return _result
+
+
+def _mallopt_thresholds() -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -72,14 +72,16 @@ def split(n: int, parts: int) -> list[tuple[int, int]]:
 
 def parallel(fn, n: int) -> list:
     """[fn(worker, lo, hi) for each worker's part of range(n)], the parts run concurrently."""
-    if not memory._done:
-        memory.keep_freed_memory()                  # once: see memory.py
+    memory.keep_freed_memory()                      # the first time only: see memory.py
     workers = max(1, min(_num_threads, n))
     pieces = split(n, workers)
     if workers == 1:
         return [fn(0, *pieces[0])]
     futures = [_get_pool().submit(fn, w, lo, hi) for w, (lo, hi) in enumerate(pieces) if w > 0]
-    first = fn(0, *pieces[0])
+    try:
+        first = fn(0, *pieces[0])
+    finally:
+        wait(futures)                               # no worker is left writing when we return
     return [first] + [f.result() for f in futures]
 
 

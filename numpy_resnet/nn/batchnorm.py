@@ -13,8 +13,8 @@ Eval uses the running statistics, so y is an affine function of x:  dx = γ dy /
 
 What you read below is the reference. With the default "numba" backend the same formulas run
 as loops over channels-last memory on every core (kernels/batchnorm_nhwc.py), which keep x
-rather than x̂ and make one pass over memory where NumPy makes several; tests check that the
-two agree.
+rather than x̂ and make no temporary arrays (each NumPy expression below makes one); tests
+check that the two agree.
 """
 
 from __future__ import annotations
