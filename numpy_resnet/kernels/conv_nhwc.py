@@ -72,20 +72,34 @@ def chunk_rows(K: int, itemsize: int, chunk_bytes: int, total_rows: int) -> int:
 
 
 # ----- the kernels: plain Python loops, compiled by Numba -----------------------------------
+def _first_pixel(r, H_out, W_out):
+    """Output row r as the pixel (n, h_o, w_o) it stands for: r = (n·H_out + h_o)·W_out + w_o."""
+    return r // (H_out * W_out), (r // W_out) % H_out, r % W_out
+
+
+def _next_pixel(n, h_o, w_o, H_out, W_out):
+    """The pixel of row r + 1, counted on like an odometer (no division in the loop)."""
+    w_o += 1
+    if w_o == W_out:
+        w_o = 0
+        h_o += 1
+        if h_o == H_out:
+            h_o = 0
+            n += 1
+    return n, h_o, w_o
+
+
 def _im2col_rows(x, k, stride, padding, r0, r1, cols):
     """cols[r - r0, (i·k + j)·C + c] = x_pad[n, h_o·s + i, w_o·s + j, c] for rows r0 <= r < r1.
 
-    x: (N, H, W, C), cols: (r1 - r0, k·k·C); row r is output pixel (n, h_o, w_o) with
-    r = (n·H_out + h_o)·W_out + w_o.
+    x: (N, H, W, C), cols: (r1 - r0, k·k·C); row r is output pixel (n, h_o, w_o).
     """
     N, H, W, C = x.shape
     H_out = (H + 2 * padding - k) // stride + 1
     W_out = (W + 2 * padding - k) // stride + 1
-    for r in range(r0, r1):
-        n = r // (H_out * W_out)
-        h_o = (r // W_out) % H_out
-        w_o = r % W_out
-        row = cols[r - r0]
+    n, h_o, w_o = _first_pixel(r0, H_out, W_out)
+    for r in range(r1 - r0):
+        row = cols[r]
         for i in range(k):
             h = h_o * stride - padding + i
             for j in range(k):
@@ -98,6 +112,7 @@ def _im2col_rows(x, k, stride, padding, r0, r1, cols):
                     pixel = x[n, h, w]                  # its C channels, side by side
                     for c in range(C):
                         row[start + c] = pixel[c]
+        n, h_o, w_o = _next_pixel(n, h_o, w_o, H_out, W_out)
 
 
 def _col2im_rows(dcols, k, stride, padding, r0, r1, dx):
@@ -108,11 +123,9 @@ def _col2im_rows(dcols, k, stride, padding, r0, r1, dx):
     N, H, W, C = dx.shape
     H_out = (H + 2 * padding - k) // stride + 1
     W_out = (W + 2 * padding - k) // stride + 1
-    for r in range(r0, r1):
-        n = r // (H_out * W_out)
-        h_o = (r // W_out) % H_out
-        w_o = r % W_out
-        row = dcols[r - r0]
+    n, h_o, w_o = _first_pixel(r0, H_out, W_out)
+    for r in range(r1 - r0):
+        row = dcols[r]
         for i in range(k):
             h = h_o * stride - padding + i
             for j in range(k):
@@ -122,8 +135,12 @@ def _col2im_rows(dcols, k, stride, padding, r0, r1, dx):
                     pixel = dx[n, h, w]
                     for c in range(C):
                         pixel[c] += row[start + c]
+        n, h_o, w_o = _next_pixel(n, h_o, w_o, H_out, W_out)
 
 
+# the kernels call the two helpers by name: from here on those names are compiled versions
+_first_pixel = numba.njit(cache=True, inline="always")(_first_pixel)
+_next_pixel = numba.njit(cache=True, inline="always")(_next_pixel)
 _im2col_rows = numba.njit(nogil=True, cache=True)(_im2col_rows)
 _col2im_rows = numba.njit(nogil=True, cache=True)(_col2im_rows)
 
