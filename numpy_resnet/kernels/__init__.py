@@ -7,7 +7,7 @@ Two backends, chosen with `set_backend` ("numba", the default, or "numpy"), or i
               im2col_numpy.py's: the reference, slow and obviously correct.
     "numba"   im2col / col2im are im2col_numba.py's compiled twins; Conv2d, BatchNorm2d and
               ReLU run the fast path instead: channels-last memory, cache-sized chunks and
-              fused loops on every core (conv_nhwc.py, batchnorm_nhwc.py, elementwise.py,
+              one-pass loops on every core (conv_nhwc.py, batchnorm_nhwc.py, elementwise.py,
               threads.py). Tests check that both backends compute the same numbers.
 
 Numba is imported on first use (the layers import the fast-path modules when they first
