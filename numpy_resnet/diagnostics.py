@@ -219,14 +219,14 @@ class GradientRecorder:
                 self.layers.setdefault(name, {}).update(_layer_fields(name, module, out))
             return out
 
-        def recorded_backward(grad_output):
+        def recorded_backward(grad_output, **options):      # options: need_input_grad
             if not self.active:
-                return backward(grad_output)
+                return backward(grad_output, **options)
             before = {k: p.grad.copy() for k, p in module._parameters.items()}
-            grad_input = backward(grad_output)
+            grad_input = backward(grad_output, **options)
             record = self.layers.setdefault(name, {})
             record["grad_output_norm"] = norm(grad_output)
-            record["grad_input_norm"] = norm(grad_input)
+            record["grad_input_norm"] = norm(grad_input) if grad_input is not None else float("nan")
             if "weight" in before:                     # what this call added: ΔdL/dW
                 record["weight_grad_norm"] = norm(module.weight.grad - before["weight"])
             return grad_input

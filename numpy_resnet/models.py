@@ -154,8 +154,13 @@ class ResNet(Module):
         x = self.flatten(x)                             # (N, 512·e)
         return self.fc(x)                               # (N, num_classes)
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        """dL/dlogits: (N, num_classes) -> dL/dx: (N, 3, H, W); the forward in reverse."""
+    def backward(self, grad_output: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """dL/dlogits: (N, num_classes) -> dL/dx: (N, 3, H, W); the forward in reverse.
+
+        need_input_grad=False: the images need no gradient, so the first conv computes only
+        its dW and None is returned (training does this, as PyTorch does for an input that
+        does not require grad).
+        """
         d = self.fc.backward(grad_output)
         d = self.flatten.backward(d)
         d = self.avgpool.backward(d)
@@ -164,6 +169,8 @@ class ResNet(Module):
         d = self.maxpool.backward(d)
         d = self.relu.backward(d)
         d = self.bn1.backward(d)
+        if not need_input_grad:
+            return self.conv1.backward(d, need_input_grad=False)
         return self.conv1.backward(d)
 
 

@@ -130,7 +130,7 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, epoch: int,
                 f"loss is {loss} at epoch {epoch + 1}, step {step + 1} "
                 f"(lr {scheduler.get_last_lr()[0]:.4g}); training diverged: "
                 f"try a smaller --lr or a longer warmup")
-        model.backward(criterion.backward())
+        model.backward(criterion.backward(), need_input_grad=False)    # the images need no dL/dx
         optimizer.step()
         scheduler.step()
         seen += len(yb)

@@ -408,3 +408,25 @@ def test_resnet_backward_before_forward_names_the_layer():
     model = cifar_resnet(8, width=4)
     with pytest.raises(RuntimeError, match="before forward"):
         model.backward(np.zeros((1, 10), np.float32))
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_backward_without_the_input_gradient_gives_the_same_parameter_gradients(backend):
+    # training asks for no dL/dx (the images need none): the first conv skips dx, nothing else changes
+    from numpy_resnet import kernels
+
+    model = cifar_resnet(8, width=4)
+    x = np.random.default_rng(2).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    y = np.array([0, 3, 9])
+    criterion = CrossEntropyLoss()
+    grads = []
+    with kernels.use_backend(backend):
+        for need_input_grad in (True, False):
+            model.zero_grad()
+            criterion(model(x), y)
+            dx = model.backward(criterion.backward(), need_input_grad=need_input_grad)
+            assert (dx is not None) == need_input_grad
+            grads.append([p.grad.copy() for p in model.parameters()])
+    for with_dx, without_dx in zip(*grads, strict=True):
+        np.testing.assert_array_equal(with_dx, without_dx)
+    assert dx is None and any(np.abs(g).sum() > 0 for g in grads[1][:1])   # conv1's dW is there

@@ -208,8 +208,8 @@ def flipped_weight(weight: np.ndarray) -> np.ndarray:
 
 
 def conv2d_backward(x: np.ndarray, weight: np.ndarray, grad_output: np.ndarray, stride: int,
-                    padding: int, need_bias: bool):
-    """Gradients of conv2d_forward: (dx channels-last, dW like weight, db or None).
+                    padding: int, need_bias: bool, need_input_grad: bool = True):
+    """Gradients of conv2d_forward: (dx channels-last or None, dW like weight, db or None).
 
     x: the forward's input (N, C_in, H, W); grad_output dY: (N, C_out, H_out, W_out), any layout.
         dW_mat = Σ_chunks dY[rows]ᵀ · cols[rows]      db = Σ_rows dY
@@ -223,7 +223,9 @@ def conv2d_backward(x: np.ndarray, weight: np.ndarray, grad_output: np.ndarray, 
     x_nhwc, dy_nhwc = to_nhwc(x), to_nhwc(grad_output)
     k = weight.shape[2]
     dW, db = _weight_grad(x_nhwc, dy_nhwc, weight, stride, padding, need_bias)
-    if stride == 1 and padding <= k - 1 and (k == 1 or weight.shape[0] <= FLIPPED_MAX_CHANNELS):
+    if not need_input_grad:
+        dx = None
+    elif stride == 1 and padding <= k - 1 and (k == 1 or weight.shape[0] <= FLIPPED_MAX_CHANNELS):
         dx = conv2d_forward(from_nhwc(dy_nhwc), flipped_weight(weight), None, 1, k - 1 - padding)
     else:
         dx = from_nhwc(_input_grad_col2im(x_nhwc, dy_nhwc, weight, stride, padding))

@@ -111,9 +111,14 @@ class Conv2d(Module):
         return np.ascontiguousarray(y)
         # END SOLUTION
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+    def backward(self, grad_output: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """dY: (N, C_out, H_out, W_out) -> dx: (N, C_in, H, W); dW and db add into .grad.
+
+        need_input_grad=False skips dx and returns None, for a layer whose input needs no
+        gradient (a network's images): PyTorch's autograd skips it the same way.
+        """
         if self._saved()[0] is self._FAST:
-            return self._backward_fast(grad_output)
+            return self._backward_fast(grad_output, need_input_grad)
         # BEGIN SOLUTION conv
         # HINT: per group: dW = dY·colsᵀ (add into self.weight.grad), db = Σ dY over (N, H, W), dcols = Wᵀ·dY;
         # HINT: return kernels.col2im(dcols, x_shape, k, k, s, p)
@@ -125,18 +130,20 @@ class Conv2d(Module):
         self.weight.grad += dW.reshape(self.weight.data.shape)
         if self.bias is not None:
             self.bias.grad += grad_output.sum(axis=(0, 2, 3))       # db = Σ dY
+        if not need_input_grad:
+            return None
         dcols = kernels.workspace("conv.dcols", cols_g.shape, cols_g.dtype)
         np.matmul(self._weight_by_group().transpose(0, 2, 1), dy, out=dcols)   # dcols = Wᵀ · dY
         dcols = dcols.reshape(-1, dcols.shape[2])
         return kernels.col2im(dcols, x_shape, k, k, s, p)           # dx = col2im(dcols)
         # END SOLUTION
 
-    def _backward_fast(self, grad_output: np.ndarray) -> np.ndarray:
+    def _backward_fast(self, grad_output: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
         """The reference backward's dW, db and dx, from kernels/conv_nhwc.py."""
         from ..kernels.conv_nhwc import conv2d_backward
         _, x = self._saved()
         dx, dW, db = conv2d_backward(x, self.weight.data, grad_output, self.stride, self.padding,
-                                     need_bias=self.bias is not None)
+                                     need_bias=self.bias is not None, need_input_grad=need_input_grad)
         self.weight.grad += dW
         if self.bias is not None:
             self.bias.grad += db
