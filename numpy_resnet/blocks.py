@@ -13,12 +13,16 @@ and the second term carries d to x unchanged, however badly F's Jacobian behaves
 a downsample module); the paper's "plain" networks, for comparing the two.
 Arguments and attribute names are torchvision's, so the `state_dict` keys are too; each
 use of a ReLU is its own instance (relu1, relu2, ...), since our layers keep their cache.
+`conv_bn_relu(conv, bn, relu, x)` is relu(bn(conv(x))) and `bn_relu_backward(bn, relu, d)`
+is bn.backward(relu.backward(d)): the layers one after the other, or on the fast path the
+same numbers in fewer passes over memory (kernels/fused.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .kernels.fused import bn_relu_backward, conv_bn_relu
 from .nn import BatchNorm2d, Conv2d, Module, ReLU
 
 
@@ -105,14 +109,14 @@ class BasicBlock(Module):
 
     def _branch(self, x: np.ndarray) -> np.ndarray:
         """F(x): (N, inplanes, H, W) -> (N, planes, H/s, W/s)."""
-        out = self.relu1(self.bn1(self.conv1(x)))
-        return self.bn2(self.conv2(out))
+        out = conv_bn_relu(self.conv1, self.bn1, self.relu1, x)     # relu1(bn1(conv1(x)))
+        return conv_bn_relu(self.conv2, self.bn2, None, out)        # bn2(conv2(out))
 
     def _branch_backward(self, d: np.ndarray) -> np.ndarray:
         """F'ᵀ d, through bn2, conv2, relu1, bn1, conv1."""
         d = self.conv2.backward(self.bn2.backward(d))
-        d = self.relu1.backward(d)
-        return self.conv1.backward(self.bn1.backward(d))
+        d = bn_relu_backward(self.bn1, self.relu1, d)               # bn1.backward(relu1.backward(d))
+        return self.conv1.backward(d)
 
 
 class Bottleneck(Module):
@@ -177,12 +181,12 @@ class Bottleneck(Module):
 
     def _branch(self, x: np.ndarray) -> np.ndarray:
         """F(x): (N, inplanes, H, W) -> (N, 4·planes, H/s, W/s)."""
-        out = self.relu1(self.bn1(self.conv1(x)))           # 1x1: reduce to `width`
-        out = self.relu2(self.bn2(self.conv2(out)))         # 3x3 (grouped for ResNeXt)
-        return self.bn3(self.conv3(out))                    # 1x1: expand to 4·planes
+        out = conv_bn_relu(self.conv1, self.bn1, self.relu1, x)   # 1x1: reduce to `width`
+        out = conv_bn_relu(self.conv2, self.bn2, self.relu2, out)   # 3x3 (grouped for ResNeXt)
+        return conv_bn_relu(self.conv3, self.bn3, None, out)        # 1x1: expand to 4·planes
 
     def _branch_backward(self, d: np.ndarray) -> np.ndarray:
         """F'ᵀ d, through bn3, conv3, relu2, bn2, conv2, relu1, bn1, conv1."""
-        d = self.relu2.backward(self.conv3.backward(self.bn3.backward(d)))
-        d = self.relu1.backward(self.conv2.backward(self.bn2.backward(d)))
-        return self.conv1.backward(self.bn1.backward(d))
+        d = self.conv3.backward(self.bn3.backward(d))
+        d = self.conv2.backward(bn_relu_backward(self.bn2, self.relu2, d))
+        return self.conv1.backward(bn_relu_backward(self.bn1, self.relu1, d))

@@ -47,42 +47,60 @@ def _centered_squares(x, mu, lo, hi):
     return total
 
 
-def _normalize(x, mu, inv_std, gamma, beta, lo, hi, y):
-    """y = γ · ((x - μ) · inv_std) + β, in x's dtype."""
+def _normalize(x, mu, inv_std, gamma, beta, lo, hi, y, relu):
+    """y = γ · ((x - μ) · inv_std) + β, in x's dtype; then max(y, 0) if relu (as _relu does)."""
     x, y = x[lo:hi], y[lo:hi]
     for r in range(x.shape[0]):
         for c in range(x.shape[1]):
-            y[r, c] = gamma[c] * ((x[r, c] - mu[c]) * inv_std[c]) + beta[c]
+            v = gamma[c] * ((x[r, c] - mu[c]) * inv_std[c]) + beta[c]
+            y[r, c] = (0 if v <= 0 else v) if relu else v
 
 
-def _backward_sums(dy, x, mu, inv_std, lo, hi):
+# z: None, or the output of a ReLU that follows the BatchNorm, whose backward is folded in:
+# the BatchNorm's dy is then dz · [z > 0], formed on the fly. Numba compiles the two cases
+# apart and drops the branches on `z is None` that cannot run (z itself is never reassigned,
+# so that it can tell); z_rows then stands in for z[lo:hi].
+
+def _backward_sums(dy, x, mu, inv_std, lo, hi, z):
     """(Σ dy, Σ dy·x̂) for each channel, in float64; x̂ recomputed from x."""
     dy, x = dy[lo:hi], x[lo:hi]
+    z_rows = z[lo:hi] if z is not None else dy
     sum_dy = np.zeros(x.shape[1], np.float64)
     sum_dy_xhat = np.zeros(x.shape[1], np.float64)
     for r in range(x.shape[0]):
         for c in range(x.shape[1]):
+            g = dy[r, c]
+            if z is not None:
+                g = g * (z_rows[r, c] > 0)
             x_hat = (x[r, c] - mu[c]) * inv_std[c]
-            sum_dy[c] += dy[r, c]
-            sum_dy_xhat[c] += dy[r, c] * x_hat
+            sum_dy[c] += g
+            sum_dy_xhat[c] += g * x_hat
     return sum_dy, sum_dy_xhat
 
 
-def _backward_dx(dy, x, mu, inv_std, scale, mean_dy, mean_dy_xhat, lo, hi, dx):
+def _backward_dx(dy, x, mu, inv_std, scale, mean_dy, mean_dy_xhat, lo, hi, dx, z):
     """dx = scale · (dy - mean(dy) - x̂ · mean(dy x̂)), scale = γ · inv_std."""
     dy, x, dx = dy[lo:hi], x[lo:hi], dx[lo:hi]
+    z_rows = z[lo:hi] if z is not None else dy
     for r in range(x.shape[0]):
         for c in range(x.shape[1]):
+            g = dy[r, c]
+            if z is not None:
+                g = g * (z_rows[r, c] > 0)
             x_hat = (x[r, c] - mu[c]) * inv_std[c]
-            dx[r, c] = scale[c] * (dy[r, c] - mean_dy[c] - x_hat * mean_dy_xhat[c])
+            dx[r, c] = scale[c] * (g - mean_dy[c] - x_hat * mean_dy_xhat[c])
 
 
-def _scale_rows(dy, scale, lo, hi, dx):
+def _scale_rows(dy, scale, lo, hi, dx, z):
     """dx = scale · dy per channel (eval: the statistics are constants)."""
     dy, dx = dy[lo:hi], dx[lo:hi]
+    z_rows = z[lo:hi] if z is not None else dy
     for r in range(dy.shape[0]):
         for c in range(dy.shape[1]):
-            dx[r, c] = dy[r, c] * scale[c]
+            g = dy[r, c]
+            if z is not None:
+                g = g * (z_rows[r, c] > 0)
+            dx[r, c] = g * scale[c]
 
 
 _jit = numba.njit(nogil=True, cache=True)
@@ -119,35 +137,39 @@ def batch_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalize(x: np.ndarray, mu: np.ndarray, inv_std: np.ndarray, gamma: np.ndarray,
-              beta: np.ndarray) -> np.ndarray:
+              beta: np.ndarray, relu: bool = False) -> np.ndarray:
     """y = γ · ((x - μ) · inv_std) + β: (N, C, H, W) -> (N, C, H, W) channels-last.
 
-    mu, inv_std, gamma, beta: (C,) in x's dtype.
+    mu, inv_std, gamma, beta: (C,) in x's dtype. relu: return max(y, 0) instead, in the same
+    pass (a ReLU after the BatchNorm, folded in: kernels/fused.py).
     """
     x_rows = _rows(x)
     y, y_rows = _output_like(x)
-    parallel(lambda w, lo, hi: _normalize(x_rows, mu, inv_std, gamma, beta, lo, hi, y_rows),
+    parallel(lambda w, lo, hi: _normalize(x_rows, mu, inv_std, gamma, beta, lo, hi, y_rows, relu),
              x_rows.shape[0])
     return y
 
 
 def backward(grad_output: np.ndarray, x: np.ndarray, mu: np.ndarray, inv_std: np.ndarray,
-             gamma: np.ndarray, used_batch_stats: bool):
+             gamma: np.ndarray, used_batch_stats: bool, relu_output: np.ndarray | None = None):
     """(dx channels-last, dγ, dβ) for y = γ · ((x - μ) · inv_std) + β; dγ, dβ in float64.
 
-    mu, inv_std, gamma: (C,) in x's dtype; x is the forward's input.
+    mu, inv_std, gamma: (C,) in x's dtype; x is the forward's input. relu_output z: the
+    output of a ReLU after the BatchNorm, whose backward is folded in: grad_output is then
+    dL/dz, and dL/dy = dL/dz · [z > 0] is formed on the fly instead of in a pass of its own.
     """
     dy_rows, x_rows = _rows(grad_output), _rows(x)
+    z_rows = None if relu_output is None else _rows(relu_output)
     M, dtype = x_rows.shape[0], x.dtype
     sum_dy, sum_dy_xhat = _sum_over_workers(
-        lambda w, lo, hi: _backward_sums(dy_rows, x_rows, mu, inv_std, lo, hi), M)
+        lambda w, lo, hi: _backward_sums(dy_rows, x_rows, mu, inv_std, lo, hi, z_rows), M)
     scale = gamma * inv_std                                         # γ / √(σ² + ε)
     dx, dx_rows = _output_like(x)
     if not used_batch_stats:
-        parallel(lambda w, lo, hi: _scale_rows(dy_rows, scale, lo, hi, dx_rows), M)
+        parallel(lambda w, lo, hi: _scale_rows(dy_rows, scale, lo, hi, dx_rows, z_rows), M)
         return dx, sum_dy_xhat, sum_dy
     mean_dy = (sum_dy / M).astype(dtype)
     mean_dy_xhat = (sum_dy_xhat / M).astype(dtype)
     parallel(lambda w, lo, hi: _backward_dx(dy_rows, x_rows, mu, inv_std, scale, mean_dy,
-                                            mean_dy_xhat, lo, hi, dx_rows), M)
+                                            mean_dy_xhat, lo, hi, dx_rows, z_rows), M)
     return dx, sum_dy_xhat, sum_dy

@@ -171,10 +171,12 @@ def _geometry(x_nhwc: np.ndarray, weight: np.ndarray, stride: int, padding: int)
 
 
 def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-                   stride: int, padding: int) -> np.ndarray:
+                   stride: int, padding: int, epilogue=None) -> np.ndarray:
     """x: (N, C_in, H, W), any layout -> y: (N, C_out, H_out, W_out), channels-last.
 
     weight: (C_out, C_in, k, k), bias: (C_out,) or None.  Y[rows] = cols[rows] · W_matᵀ + b.
+    epilogue(Y[rows], first row, end row), if given, is called on each chunk of Y as soon as
+    it is computed, while it is still in the cache (kernels/fused.py: BatchNorm and ReLU).
     """
     x_nhwc = to_nhwc(x)
     N, H_out, W_out, k, K, direct = _geometry(x_nhwc, weight, stride, padding)
@@ -197,6 +199,8 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
             np.matmul(cols, w_mat_t, out=y_rows[a:b])     # Y = cols · W_matᵀ
             if bias is not None:
                 y_rows[a:b] += bias                         # + b
+            if epilogue is not None:
+                epilogue(y_rows[a:b], a, b)
 
     parallel(work, N)
     return from_nhwc(y_nhwc)

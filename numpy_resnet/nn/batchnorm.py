@@ -109,6 +109,13 @@ class BatchNorm2d(Module):
     def _forward_fast(self, x: np.ndarray) -> np.ndarray:
         """The reference forward's numbers, from kernels/batchnorm_nhwc.py; y is channels-last."""
         from ..kernels import batchnorm_nhwc  # imports Numba on first use
+        mu, inv_std = self._fast_statistics(x)
+        return batchnorm_nhwc.normalize(x, mu, inv_std, self.weight.data, self.bias.data)
+
+    def _fast_statistics(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """μ and 1/√(σ² + ε) in x's dtype (batch statistics, running ones updated, or the
+        running ones in eval mode), with what the fast backward needs kept in the cache."""
+        from ..kernels import batchnorm_nhwc
         if self.training:
             M = x.shape[0] * x.shape[2] * x.shape[3]
             if M < 2:
@@ -121,13 +128,15 @@ class BatchNorm2d(Module):
         inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)     # 1 / √(σ² + ε)
         mu = mu.astype(x.dtype)
         self.cache = (self._FAST, x, mu, inv_std, self.training)
-        return batchnorm_nhwc.normalize(x, mu, inv_std, self.weight.data, self.bias.data)
+        return mu, inv_std
 
-    def _backward_fast(self, grad_output: np.ndarray) -> np.ndarray:
+    def _backward_fast(self, grad_output: np.ndarray, relu_output: np.ndarray | None = None) -> np.ndarray:
+        """relu_output z: a ReLU after this layer, folded in: its dy = dz · [z > 0] is formed on the fly."""
         from ..kernels import batchnorm_nhwc
         _, x, mu, inv_std, used_batch_stats = self._saved()
         dx, sum_dy_xhat, sum_dy = batchnorm_nhwc.backward(grad_output, x, mu, inv_std,
-                                                          self.weight.data, used_batch_stats)
+                                                          self.weight.data, used_batch_stats,
+                                                          relu_output)
         self.bias.grad += sum_dy.astype(x.dtype)                           # dβ = Σ dy
         self.weight.grad += sum_dy_xhat.astype(x.dtype)                    # dγ = Σ dy x̂
         return dx

@@ -1,0 +1,99 @@
+"""Layers that follow each other, computed in fewer passes over memory: conv -> BatchNorm -> ReLU.
+
+Every block of a ResNet runs relu(bn(conv(x))). Layer by layer, that is three passes over
+the activations, each reading one array and writing the next. Fused, the layers give the
+same numbers, bit for bit, and leave the same caches, so each layer's own backward works:
+
+    eval   the BatchNorm (its statistics are constants) and the ReLU run on each chunk of the
+           conv's output as soon as the GEMM has written it, while it is in the cache:
+               z[rows] = max(γ · ((y[rows] - μ) · inv_std) + β, 0)
+    train  the batch statistics need all of y first; then one pass writes z = max(bn(y), 0),
+           and BatchNorm's output, which nothing needs once ReLU has z, is never written
+    back   dL/dy = dL/dz · [z > 0] is formed inside BatchNorm's backward loops instead of in
+           a ReLU pass of its own (bn_relu_backward)
+
+Measured on ResNet-18 (CIFAR stem, width 16, batch 128, 2 threads, 25 interleaved runs):
+the training step 1.5% faster, inference 6% faster (`numpy-resnet bench` on the layers
+alone shows why no more: BatchNorm and ReLU are memory-bound passes at 40-50 GB/s).
+
+The readable layers in nn/ stay the definition: with the "numpy" backend, or when any of
+the layers is a subclass, a wrapped instance (diagnostics.GradientRecorder) or in another
+mode, these functions call the layers one after the other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import fast_path
+
+# the Numba kernels are imported inside the functions that run them: `import numpy_resnet`
+# stays free of Numba until a fast layer runs
+
+
+ENABLED = True         # False: always the layers one after the other (tests compare the two)
+
+
+def fusable(conv, bn, relu=None) -> bool:
+    """Can conv -> bn (-> relu) run fused? Fast-path layers, unwrapped, matching, one mode."""
+    from ..nn import BatchNorm2d, Conv2d, ReLU
+    if not ENABLED:
+        return False
+    layers = [(conv, Conv2d), (bn, BatchNorm2d)] + ([(relu, ReLU)] if relu is not None else [])
+    return (all(fast_path(m, base) and not {"forward", "backward"} & m.__dict__.keys()
+                for m, base in layers)
+            and conv.groups == 1 and conv.out_channels == bn.num_features
+            and len({m.training for m, _ in layers}) == 1)
+
+
+def conv_bn_relu(conv, bn, relu, x: np.ndarray) -> np.ndarray:
+    """relu(bn(conv(x))), or bn(conv(x)) if relu is None: x (N, C_in, H, W) -> (N, C_out, H', W')."""
+    if not fusable(conv, bn, relu):
+        y = bn(conv(x))
+        return y if relu is None else relu(y)
+    if bn.training:
+        y = conv(x)
+        mu, inv_std = bn._fast_statistics(y)                # batch statistics, running ones updated
+        z = _normalize_relu(y, mu, inv_std, bn, relu is not None)
+    else:
+        y, z = _conv_with_bn_relu(conv, bn, relu is not None, x)
+    if relu is not None:
+        relu.mask, relu.output = None, z                    # what ReLU's fast forward keeps
+    return z
+
+
+def _normalize_relu(y, mu, inv_std, bn, relu: bool):
+    from .batchnorm_nhwc import normalize
+    return normalize(y, mu, inv_std, bn.weight.data, bn.bias.data, relu=relu)   # z = max(bn(y), 0)
+
+
+def _conv_with_bn_relu(conv, bn, relu: bool, x: np.ndarray):
+    """Eval: the conv with BatchNorm (and ReLU) as its epilogue -> (conv's y, z)."""
+    from .batchnorm_nhwc import _normalize
+    from .conv_nhwc import conv2d_forward, from_nhwc
+    H_out, W_out = conv._output_size(x)                     # checks x as conv's forward does
+    inv_std = (1.0 / np.sqrt(bn.running_var + bn.eps)).astype(x.dtype)
+    mu = bn.running_mean.astype(x.dtype)
+    gamma, beta = bn.weight.data, bn.bias.data
+    z_nhwc = np.empty((x.shape[0], H_out, W_out, conv.out_channels), x.dtype)
+    z_rows = z_nhwc.reshape(-1, conv.out_channels)
+
+    def bn_relu(y_chunk, a, b):                             # z[rows] = relu(bn(y[rows]))
+        _normalize(y_chunk, mu, inv_std, gamma, beta, 0, b - a, z_rows[a:b], relu)
+
+    bias = None if conv.bias is None else conv.bias.data
+    y = conv2d_forward(x, conv.weight.data, bias, conv.stride, conv.padding, epilogue=bn_relu)
+    conv.cache = (conv._FAST, x)                            # what each layer's forward keeps
+    bn.cache = (bn._FAST, y, mu, inv_std, False)
+    return y, from_nhwc(z_nhwc)
+
+
+def bn_relu_backward(bn, relu, grad_output: np.ndarray) -> np.ndarray:
+    """bn.backward(relu.backward(dL/dz)), with ReLU's mask applied inside BatchNorm's loops."""
+    from ..nn import BatchNorm2d, ReLU
+    cache = bn.__dict__.get("cache")
+    if (not ENABLED or relu.output is None or cache is None or cache[0] is not bn._FAST
+            or not all(fast_path(m, base) and "backward" not in m.__dict__
+                       for m, base in ((bn, BatchNorm2d), (relu, ReLU)))):
+        return bn.backward(relu.backward(grad_output))
+    return bn._backward_fast(grad_output, relu_output=relu.output)

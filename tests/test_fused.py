@@ -1,0 +1,101 @@
+"""kernels/fused.py: conv -> BatchNorm -> ReLU in fewer passes gives the layers' numbers, bit for bit.
+
+Each case runs a model forward and backward twice on the fast path, fused and with the
+layers one after the other (fused.ENABLED = False), and compares every output, gradient
+and running statistic for exact equality, in train and eval mode, float32 and float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from numpy_resnet import kernels, manual_seed
+from numpy_resnet.blocks import BasicBlock, Bottleneck
+from numpy_resnet.diagnostics import GradientRecorder
+from numpy_resnet.kernels import fused
+from numpy_resnet.models import ResNet, cifar_resnet
+from numpy_resnet.nn import BatchNorm2d, Conv2d, ReLU
+
+MODELS = {
+    "cifar resnet8": lambda: cifar_resnet(8, width=4),
+    "bottleneck net, imagenet stem": lambda: ResNet(Bottleneck, [1, 1], num_classes=5, width=4),
+    "plain basic block": lambda: BasicBlock(4, 4, residual=False),
+}
+
+
+def randomized(model):
+    """BatchNorm with non-trivial γ, β and running statistics, so that eval mode means something."""
+    rng = np.random.default_rng(0)
+    for m in model.modules():
+        if isinstance(m, BatchNorm2d):
+            m.weight.data = rng.uniform(0.5, 1.5, m.num_features).astype(m.weight.data.dtype)
+            m.bias.data = rng.normal(0, 0.3, m.num_features).astype(m.bias.data.dtype)
+            m.running_mean = rng.normal(0, 0.3, m.num_features)
+            m.running_var = rng.uniform(0.5, 2, m.num_features)
+    return model
+
+
+def run(make, dtype, train: bool, enabled: bool):
+    manual_seed(0)
+    model = randomized(make()).to(dtype)
+    model.train(train)
+    rng = np.random.default_rng(1)
+    shape = (4, 3, 32, 32) if isinstance(model, ResNet) else (4, 4, 8, 8)
+    x = rng.standard_normal(shape).astype(dtype)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fused, "ENABLED", enabled)
+        y = model(x)
+        dx = model.backward(rng.standard_normal(y.shape).astype(dtype))
+    return [y, dx] + [p.grad for p in model.parameters()] + [b for _, b in model.named_buffers()]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
+def test_fused_layers_equal_the_layers_one_after_the_other_bit_for_bit(make, train, dtype):
+    got, expected = run(make, dtype, train, True), run(make, dtype, train, False)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_fused_path_is_taken_and_keeps_each_layers_cache():
+    conv, bn, relu = Conv2d(3, 5, 3, padding=1, bias=False), BatchNorm2d(5), ReLU()
+    x = np.random.default_rng(2).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    for train in (True, False):
+        for m in (conv, bn, relu):
+            m.train(train)
+        assert fused.fusable(conv, bn, relu)
+        z = fused.conv_bn_relu(conv, bn, relu, x)
+        assert relu.output is z and conv.cache[1] is x
+        y = bn.cache[1]                                     # BatchNorm kept its input, conv's output
+        np.testing.assert_array_equal(z, relu(bn(y)))
+
+
+def test_what_cannot_be_fused_runs_layer_by_layer():
+    conv, bn, relu = Conv2d(3, 5, 3, padding=1), BatchNorm2d(5), ReLU()
+    assert fused.fusable(conv, bn, relu)
+    assert not fused.fusable(conv, BatchNorm2d(4), relu)            # channels do not match
+    assert not fused.fusable(Conv2d(4, 4, 3, groups=2), BatchNorm2d(4))
+    bn.eval()
+    assert not fused.fusable(conv, bn, relu)                        # modes differ
+    bn.train()
+    with kernels.use_backend("numpy"):
+        assert not fused.fusable(conv, bn, relu)
+
+    class MyReLU(ReLU):
+        def forward(self, x):
+            return super().forward(x)
+    assert not fused.fusable(conv, bn, MyReLU())
+
+
+def test_a_recorded_model_runs_layer_by_layer_so_every_layer_is_seen():
+    model = cifar_resnet(8, width=4)
+    x = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    with GradientRecorder(model) as recorder:
+        assert not fused.fusable(model.conv1, model.bn1, model.relu)
+        model.backward(np.ones_like(model(x)))
+    relus = [name for name, r in recorder.layers.items() if r.get("kind") == "ReLU"]
+    assert len(relus) == sum(isinstance(m, ReLU) for m in model.modules())
