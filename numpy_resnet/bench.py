@@ -26,7 +26,9 @@ For ResNet-18 with the CIFAR stem (32x32 images, 10 classes), float32:
 Every time is the median of --steps runs after --warmup runs: machines are noisy, so quote
 ratios rather than absolute numbers. --eval measures inference only (forward, eval mode).
 --vs-torch runs the same network, batch, step and thread count in PyTorch (bench_torch.py)
-in a separate process, so that the two runtimes' thread pools never compete.
+in a separate process, so that the two runtimes' thread pools never compete; then --rounds
+times (default 3) our step and PyTorch's in turn, seconds apart, and the ratios quoted are
+the median of those rounds' (bench_process.alternating_rounds: a shared machine drifts).
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class BenchConfig:
     compile_time: bool = True
     sgemm_size: int = 2048
     seed: int = 0
+    rounds: int = 3                     # with vs_torch: ours and torch's step in turn, this many times
 
 
 # ----- timing and threads ---------------------------------------------------------------------
@@ -413,7 +416,7 @@ def _measure_in_this_process(config: BenchConfig, report: dict, log) -> None:
 
 def _measure_in_fresh_processes(config: BenchConfig, threads: int, report: dict, log) -> None:
     """Numba's compile time, peak memory, and with --vs-torch PyTorch's numbers and the ratios."""
-    from .bench_process import compile_times, peak_memory, torch_results
+    from .bench_process import alternating_rounds, compile_times, peak_memory, torch_results
 
     train = not config.eval_only
     if config.compile_time:
@@ -425,15 +428,25 @@ def _measure_in_fresh_processes(config: BenchConfig, threads: int, report: dict,
         log(f"bench: the same in PyTorch ({threads} threads), a fresh process")
         report["torch"] = torch_results(config.width, config.batch_size, config.steps,
                                         config.warmup, threads, train)
+        if config.rounds > 0:
+            log(f"bench: {config.rounds} rounds of our step and PyTorch's in turn")
+            report["rounds"] = alternating_rounds(config.width, config.batch_size, threads,
+                                                  config.rounds, config.steps, config.warmup, train)
         report["ratios"] = ratios(report)
 
 
 def ratios(report: dict) -> dict:
-    """numpy-resnet / torch for images/s (higher is faster) and step memory (higher is bigger)."""
-    ours, theirs = report, report["torch"]
+    """numpy-resnet / torch for images/s (higher is faster) and step memory (higher is bigger).
+
+    With alternating rounds, the speed ratios are the median of the rounds' ratios; without,
+    our numbers over PyTorch's fresh process's, measured a minute apart.
+    """
+    ours, theirs, rounds = report, report["torch"], report.get("rounds")
     out = {}
     for key in ("train", "inference"):
-        if key in ours and key in theirs:
+        if rounds and key in rounds:
+            out[key] = statistics.median(rounds[key]["ratios"])
+        elif key in ours and key in theirs:
             out[key] = ours[key]["images_per_s"] / theirs[key]["images_per_s"]
     if theirs["memory"]["step_mib"] > 0:
         out["memory"] = ours["memory"]["step_mib"] / theirs["memory"]["step_mib"]

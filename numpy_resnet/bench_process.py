@@ -1,8 +1,11 @@
-"""Measurements made in a fresh Python process: Numba's first-call compile time, peak memory.
+"""Measurements made in a fresh Python process: Numba's first-call compile time, peak memory,
+and the rounds that alternate our step with PyTorch's.
 
 A fresh process is the only place to see a compile from scratch (nothing loaded, an empty
 NUMBA_CACHE_DIR) and a step's peak memory unmixed with whatever ran before it. `run_probe`
 starts `python -c "<a probe call>"`; the probe prints its result as JSON on its last line.
+`alternating_rounds` keeps a PyTorch process waiting beside this one and times the two in
+turn, so that both see the same machine (see its docstring).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 
 import numpy as np
 
-from .bench import build_model, limit_threads, make_training_step, random_batch
+from .bench import build_model, limit_threads, make_training_step, random_batch, run_times
 
 
 # ----- peak memory ----------------------------------------------------------------------------
@@ -142,3 +145,54 @@ def torch_results(width: int, batch_size: int, steps: int, warmup: int, threads:
     """bench_torch.probe in a fresh process: PyTorch's step, inference and peak memory."""
     return run_probe(f"from numpy_resnet.bench_torch import probe; probe({width}, {batch_size}, "
                      f"{steps}, {warmup}, {threads}, {train})")
+
+
+# ----- ours and PyTorch's in turn -------------------------------------------------------------
+def alternating_rounds(width: int, batch_size: int, threads: int, rounds: int, steps: int,
+                       warmup: int, train: bool) -> dict:
+    """Our training step (and inference), then PyTorch's, then ours again ... `rounds` times.
+
+    A shared machine's speed drifts by tens of per cent within minutes (another job starts
+    or stops), so two measurements a minute apart can disagree more than the two libraries
+    do. Here each round times `steps` of ours, then `steps` of PyTorch's, seconds apart, in
+    two processes of which only one runs at a time; a round's ratio compares like with like,
+    and the spread of the rounds' ratios shows how much the machine moved.
+    Returns, per kind: our and PyTorch's median ms in each round, and each round's ratio.
+    """
+    code = f"from numpy_resnet.bench_torch import serve; serve({width}, {batch_size}, {threads})"
+    server = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+
+    def torch_times(what: str) -> list[float]:
+        server.stdin.write(f"{what} {steps} {warmup}\n")
+        server.stdin.flush()
+        answer = server.stdout.readline()
+        if not answer:
+            raise RuntimeError("bench: the PyTorch process of the alternating rounds stopped")
+        return json.loads(answer)
+
+    model = build_model(width)
+    x, y = random_batch(batch_size, np.random.default_rng(0))
+    step = make_training_step(model)
+    ours = {"train": lambda: step(x, y), "eval": lambda: model(x)}
+    kinds = ["train", "eval"] if train else ["eval"]
+    result = {kind: {"ours_ms": [], "torch_ms": [], "ratios": []} for kind in kinds}
+    try:
+        if server.stdout.readline().strip() != "ready":
+            raise RuntimeError("bench: the PyTorch process of the alternating rounds did not start")
+        with limit_threads(threads):
+            for _ in range(rounds):
+                for kind in kinds:
+                    model.train(kind == "train")
+                    mine = 1e3 * float(np.median(run_times(ours[kind], steps, warmup)))
+                    theirs = 1e3 * float(np.median(torch_times(kind)))
+                    result[kind]["ours_ms"].append(mine)
+                    result[kind]["torch_ms"].append(theirs)
+                    result[kind]["ratios"].append(theirs / mine)    # images/s: ours / torch
+    finally:
+        if server.poll() is None:
+            server.stdin.write("quit\n")
+            server.stdin.close()
+            server.wait(timeout=60)
+    return {"rounds": rounds, "steps": steps, "batch_size": batch_size,
+            **{("inference" if kind == "eval" else kind): r for kind, r in result.items()}}

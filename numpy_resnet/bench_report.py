@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 from .bench import CATEGORIES
 
 
@@ -136,11 +138,20 @@ def _versus_torch(report: dict) -> list[str]:
              f"{ours['architecture']['fingerprint']} vs {theirs['architecture']['fingerprint']}, "
              f"{ours['architecture']['parameters']:,} vs {theirs['architecture']['parameters']:,} "
              f"parameters)"]
-    if "train" in ratio:
-        lines.append(f"  train step:  numpy-resnet {ours['train']['images_per_s']:.1f} img/s, "
-                     f"torch {theirs['train']['images_per_s']:.1f} img/s, ratio {ratio['train']:.3f}")
-    lines.append(f"  inference:   numpy-resnet {ours['inference']['images_per_s']:.1f} img/s, "
-                 f"torch {theirs['inference']['images_per_s']:.1f} img/s, ratio {ratio['inference']:.3f}")
+    rounds = report.get("rounds")
+    for key, label in (("train", "train step: "), ("inference", "inference:  ")):
+        if key not in ratio:
+            continue
+        if rounds and key in rounds:
+            r = rounds[key]
+            ours_ips = [rounds["batch_size"] / (ms / 1e3) for ms in r["ours_ms"]]
+            torch_ips = [rounds["batch_size"] / (ms / 1e3) for ms in r["torch_ms"]]
+            lines.append(f"  {label} numpy-resnet {statistics.median(ours_ips):.1f} img/s, torch "
+                         f"{statistics.median(torch_ips):.1f} img/s, ratio {ratio[key]:.3f} (median of "
+                         f"{rounds['rounds']} rounds in turn: {', '.join(f'{q:.3f}' for q in r['ratios'])})")
+        else:
+            lines.append(f"  {label} numpy-resnet {ours[key]['images_per_s']:.1f} img/s, "
+                         f"torch {theirs[key]['images_per_s']:.1f} img/s, ratio {ratio[key]:.3f}")
     if "memory" in ratio:
         lines.append(f"  peak memory: numpy-resnet {ours['memory']['step_mib']:.1f} MiB, "
                      f"torch {theirs['memory']['step_mib']:.1f} MiB, ratio {ratio['memory']:.2f}")

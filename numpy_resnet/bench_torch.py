@@ -9,6 +9,7 @@ shapes are those of `get_model("resnet18", num_classes=10, stem="cifar", width=w
                (lr 0.01, momentum 0.9, weight decay 5e-4), as bench.make_training_step
     inference  model.eval() under torch.inference_mode()
     memory     bench_process.peak_rss_of around the first full-size step, after a warm-up on 2 images
+    serve      the step and inference timed on request, for the rounds that alternate with ours
     layers     each distinct (conv, batchnorm, relu, linear; input shape) of the network alone,
                forward, and backward as autograd.grad for the input and the parameters,
                labelled as bench.layer_label labels ours so that the report can pair them
@@ -17,12 +18,13 @@ shapes are those of `get_model("resnet18", num_classes=10, stem="cifar", width=w
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import torch
 from torch import nn
 
-from .bench import IMAGE, NUM_CLASSES, architecture, median_time
+from .bench import IMAGE, NUM_CLASSES, architecture, median_time, run_times
 from .bench_process import peak_rss_of
 
 
@@ -120,9 +122,8 @@ def _time_one_layer(label: str, shape: tuple, module: nn.Module, steps: int, war
     return row
 
 
-def probe(width: int, batch_size: int, steps: int, warmup: int, threads: int,
-          train: bool = True) -> None:
-    """Print as JSON: PyTorch's peak step memory, training step and inference (ms, images/s)."""
+def _setup(width: int, batch_size: int, threads: int):
+    """The torch ResNet-18, its training step and inference, a batch of 2 and a full batch."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = ResNet18Cifar(width)
@@ -143,7 +144,13 @@ def probe(width: int, batch_size: int, steps: int, warmup: int, threads: int,
         with torch.inference_mode():
             model(x)
 
-    small, full = batch(2), batch(batch_size)
+    return model, train_step, inference, batch(2), batch(batch_size)
+
+
+def probe(width: int, batch_size: int, steps: int, warmup: int, threads: int,
+          train: bool = True) -> None:
+    """Print as JSON: PyTorch's peak step memory, training step and inference (ms, images/s)."""
+    model, train_step, inference, small, full = _setup(width, batch_size, threads)
     if train:
         train_step(*small)                                  # warm-up, momentum buffers made
         memory = peak_rss_of(lambda: train_step(*full))
@@ -163,3 +170,17 @@ def probe(width: int, batch_size: int, steps: int, warmup: int, threads: int,
     model.train(train)
     result["layers"] = layer_times(model, full[0], steps, warmup, train)
     print(json.dumps(result))
+
+
+def serve(width: int, batch_size: int, threads: int) -> None:
+    """Time on request, for bench's alternating rounds: read "train S W" or "eval S W" lines,
+    answer each with the JSON list of S step times in seconds (after W warm-up steps)."""
+    model, train_step, inference, _, (x, y) = _setup(width, batch_size, threads)
+    runs = {"train": lambda: train_step(x, y), "eval": lambda: inference(x)}
+    print("ready", flush=True)
+    for line in sys.stdin:                              # until "quit" or the end of the input
+        if line.strip() == "quit":
+            break
+        what, steps, warmup = line.split()
+        model.train(what == "train")
+        print(json.dumps(run_times(runs[what], int(steps), int(warmup))), flush=True)

@@ -131,7 +131,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     config = BenchConfig(width=args.width, batch_size=args.batch_size, steps=args.steps,
                          warmup=args.warmup, threads=args.threads, vs_torch=args.vs_torch,
-                         eval_only=args.eval, compile_time=not args.skip_compile)
+                         eval_only=args.eval, compile_time=not args.skip_compile,
+                         rounds=args.rounds)
     report = run_bench(config, log=lambda message: print(message, file=sys.stderr))
     print(format_report(report))
     if args.json:
@@ -154,6 +155,9 @@ def _add_bench_parser(commands) -> None:
     p.add_argument("--threads", type=int, help="worker threads of the fast path, Numba and torch "
                                                "(default: os.cpu_count())")
     p.add_argument("--vs-torch", action="store_true", help="the same network and step in PyTorch")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="with --vs-torch: time our step and PyTorch's in turn this many times; the "
+                        "ratio is the median of the rounds' (default 3; 0: one measurement each)")
     p.add_argument("--json", metavar="FILE", help="also write every number, config and machine info")
     p.add_argument("--eval", action="store_true", help="inference only: forward passes in eval mode")
     p.add_argument("--skip-compile", action="store_true",

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import mmap
+import statistics
 from importlib.util import find_spec
 
 import numba
@@ -25,6 +26,7 @@ from numpy_resnet.bench import (
     measure_layers,
     measure_network,
     random_batch,
+    ratios,
 )
 from numpy_resnet.bench_process import first_step_probe, peak_rss_of
 from numpy_resnet.cli import main
@@ -32,7 +34,7 @@ from numpy_resnet.nn import Conv2d
 
 HAS_TORCH = find_spec("torch") is not None
 TINY = ["--width", "4", "--batch-size", "4", "--steps", "1", "--warmup", "0", "--threads", "1",
-        "--skip-compile"]
+        "--skip-compile", "--rounds", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +98,30 @@ def test_vs_torch_prints_ratio_rows_and_stores_torch_numbers(bench_run):
     assert "inference:   numpy-resnet" in text and "peak memory: numpy-resnet" in text
     assert report["torch"]["train"]["images_per_s"] > 0
     assert report["torch"]["threads"] == report["config"]["threads"]
-    expected = report["train"]["images_per_s"] / report["torch"]["train"]["images_per_s"]
-    assert math.isclose(report["ratios"]["train"], expected)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
+def test_the_quoted_ratios_are_the_median_of_rounds_of_ours_and_torchs_in_turn(bench_run):
+    text, report = bench_run
+    rounds = report["rounds"]
+    assert rounds["rounds"] == 2 and "median of 2 rounds in turn" in text
+    for kind in ("train", "inference"):
+        r = rounds[kind]
+        assert len(r["ours_ms"]) == len(r["torch_ms"]) == len(r["ratios"]) == 2
+        for ours_ms, torch_ms, ratio in zip(r["ours_ms"], r["torch_ms"], r["ratios"], strict=True):
+            assert ours_ms > 0 and math.isclose(ratio, torch_ms / ours_ms)   # images/s: ours / torch
+        assert math.isclose(report["ratios"][kind], statistics.median(r["ratios"]))
+
+
+def test_without_rounds_the_ratio_is_of_the_two_separate_measurements():
+    report = {"train": {"images_per_s": 30.0}, "inference": {"images_per_s": 90.0},
+              "memory": {"step_mib": 100.0},
+              "torch": {"train": {"images_per_s": 40.0}, "inference": {"images_per_s": 60.0},
+                        "memory": {"step_mib": 50.0}}}
+    assert ratios(report) == {"train": 0.75, "inference": 1.5, "memory": 2.0}
+    report["rounds"] = {"rounds": 3, "train": {"ratios": [0.9, 1.2, 1.0]},
+                        "inference": {"ratios": [2.0, 1.1, 1.3]}}
+    assert ratios(report) == {"train": 1.0, "inference": 1.3, "memory": 2.0}
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
