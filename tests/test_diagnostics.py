@@ -191,6 +191,35 @@ def test_degradation_writes_summary_and_snapshots_and_skips_finished_runs(cifar_
     assert any("complete, skipped" in m for m in messages)
 
 
+def test_an_interrupted_degradation_run_resumes_to_exactly_the_uninterrupted_result(
+        cifar_dir, tmp_path, monkeypatch):
+    # three epochs with a gradient-flow snapshot after the second; Ctrl-C in the third epoch
+    import numpy_resnet.train as train_module
+    kwargs = {"models": ("resnet20",), "epochs": 3, "train_size": 40, "test_size": 20,
+              "data_dir": cifar_dir, "gradflow_batch": 8, "progress": False,
+              "snapshot_epochs": [0, 2, 3], "log": lambda *a: None}
+    degradation(tmp_path / "straight", **kwargs)
+    one_epoch = train_module.train_one_epoch
+
+    def ctrl_c_in_the_third_epoch(model, loader, criterion, optimizer, scheduler, epoch, progress):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return one_epoch(model, loader, criterion, optimizer, scheduler, epoch, progress)
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "train_one_epoch", ctrl_c_in_the_third_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            degradation(tmp_path / "resumed", **kwargs)
+    degradation(tmp_path / "resumed", **kwargs)
+
+    def results(out):
+        history = json.loads((out / "resnet20" / "metrics.json").read_text())["history"]
+        snapshots = [json.loads((out / "resnet20" / "gradflow" / f"epoch_{e:03d}.json").read_text())
+                     for e in (0, 2, 3)]
+        return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_second")}
+                for row in history], [s["layers"] for s in snapshots]
+    assert results(tmp_path / "resumed") == results(tmp_path / "straight")
+
+
 def test_experiment_command_takes_all_for_the_subset_sizes_as_train_does():
     from numpy_resnet.cli import _count_or_none, build_parser
 
