@@ -145,8 +145,8 @@ class ResNet(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x: (N, 3, H, W) -> (N, num_classes); e = block.expansion, 64 = width."""
-        x = conv_bn_relu(self.conv1, self.bn1, self.relu, x)   # relu(bn1(conv1(x))): (N, 64, H/2, W/2);
-                                                        # cifar: (N, 64, H, W)
+        x = conv_bn_relu(self.conv1, self.bn1, self.relu, x)   # relu(bn1(conv1(x)))
+                                                        # (N, 64, H/2, W/2); cifar: (N, 64, H, W)
         x = self.maxpool(x)                             # (N, 64, H/4, W/4); cifar: unchanged
         for stage in self.stages:                       # layer1 ... layer4
             x = stage(x)                                # ... (N, 512·e, H/32, W/32)

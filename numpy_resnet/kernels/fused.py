@@ -52,9 +52,10 @@ def conv_bn_relu(conv, bn, relu, x: np.ndarray) -> np.ndarray:
         y = bn(conv(x))
         return y if relu is None else relu(y)
     if bn.training:
+        from .batchnorm_nhwc import normalize
         y = conv(x)
         mu, inv_std = bn._fast_statistics(y)                # batch statistics, running ones updated
-        z = _normalize_relu(y, mu, inv_std, bn, relu is not None)
+        z = normalize(y, mu, inv_std, bn.weight.data, bn.bias.data, relu=relu is not None)
     else:
         y, z = _conv_with_bn_relu(conv, bn, relu is not None, x)
     if relu is not None:
@@ -62,18 +63,12 @@ def conv_bn_relu(conv, bn, relu, x: np.ndarray) -> np.ndarray:
     return z
 
 
-def _normalize_relu(y, mu, inv_std, bn, relu: bool):
-    from .batchnorm_nhwc import normalize
-    return normalize(y, mu, inv_std, bn.weight.data, bn.bias.data, relu=relu)   # z = max(bn(y), 0)
-
-
 def _conv_with_bn_relu(conv, bn, relu: bool, x: np.ndarray):
     """Eval: the conv with BatchNorm (and ReLU) as its epilogue -> (conv's y, z)."""
     from .batchnorm_nhwc import _normalize
     from .conv_nhwc import conv2d_forward, from_nhwc
     H_out, W_out = conv._output_size(x)                     # checks x as conv's forward does
-    inv_std = (1.0 / np.sqrt(bn.running_var + bn.eps)).astype(x.dtype)
-    mu = bn.running_mean.astype(x.dtype)
+    mu, inv_std = bn._mu_inv_std(bn.running_mean, bn.running_var, x.dtype)
     gamma, beta = bn.weight.data, bn.bias.data
     z_nhwc = np.empty((x.shape[0], H_out, W_out, conv.out_channels), x.dtype)
     z_rows = z_nhwc.reshape(-1, conv.out_channels)

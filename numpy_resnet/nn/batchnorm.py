@@ -125,10 +125,13 @@ class BatchNorm2d(Module):
             self._update_running_stats(mu, var, M)
         else:
             mu, var = self.running_mean, self.running_var
-        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)     # 1 / √(σ² + ε)
-        mu = mu.astype(x.dtype)
+        mu, inv_std = self._mu_inv_std(mu, var, x.dtype)
         self.cache = (self._FAST, x, mu, inv_std, self.training)
         return mu, inv_std
+
+    def _mu_inv_std(self, mu: np.ndarray, var: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """(μ, 1/√(σ² + ε)) in dtype, as the fast kernels take them."""
+        return mu.astype(dtype), (1.0 / np.sqrt(var + self.eps)).astype(dtype)
 
     def _backward_fast(self, grad_output: np.ndarray, relu_output: np.ndarray | None = None) -> np.ndarray:
         """relu_output z: a ReLU after this layer, folded in: its dy = dz · [z > 0] is formed on the fly."""
