@@ -95,7 +95,7 @@ LAYOUTS = {
 }
 
 
-# stride-1 dx is a flipped-kernel conv up to FLIPPED_MAX_CHANNELS output channels, col2im above
+# stride-1 backward by the flipped-kernel conv up to FLIPPED_MAX_CHANNELS output channels, col2im above
 DX_ROUTES = {"flipped kernel": 10**6, "col2im": 0}
 
 
@@ -139,21 +139,22 @@ def test_one_worker_and_two_workers_compute_the_same_convolution():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((6, 5, 9, 9))
     w = rng.standard_normal((4, 5, 3, 3))
-    dy = rng.standard_normal((6, 4, 5, 5))
+    dy = {2: rng.standard_normal((6, 4, 5, 5)), 1: rng.standard_normal((6, 4, 9, 9))}
     results = []
     before = threads.get_num_threads()
     try:
         for n in (1, 2, 3):
             threads.set_num_threads(n)
-            y = conv_nhwc.conv2d_forward(x, w, None, 2, 1)
-            dx, dW, _ = conv_nhwc.conv2d_backward(x, w, dy, 2, 1, need_bias=False)
-            results.append((y, dx, dW))
+            for stride in (2, 1):                   # backward by col2im, by the flipped kernel
+                y = conv_nhwc.conv2d_forward(x, w, None, stride, 1)
+                dx, dW, _ = conv_nhwc.conv2d_backward(x, w, dy[stride], stride, 1, need_bias=False)
+                results.append((y, dx, dW))
     finally:
         threads.set_num_threads(before)
     # the chunks, and so BLAS's blocking and dW's partial sums, change with the worker count:
     # the numbers agree to rounding
-    for y, dx, dW in results[1:]:
-        for got, expected in zip((y, dx, dW), results[0], strict=True):
+    for i, (y, dx, dW) in enumerate(results[2:], start=2):
+        for got, expected in zip((y, dx, dW), results[i % 2], strict=True):
             np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-13 * np.abs(expected).max())
 
 

@@ -38,9 +38,10 @@ from .threads import parallel, scratch
 FORWARD_CHUNK_BYTES = 2 << 20
 BACKWARD_CHUNK_BYTES = 4 << 20
 MIN_CHUNK_ROWS = 512                # a GEMM with fewer rows than this runs well below peak
-# dx of a stride-1 conv as a flipped-kernel conv, up to this many output channels; measured
-# on ResNet-18's 3x3 convs: 10-15% faster at 16-32, even at 64, 5-25% slower at 128-512
-FLIPPED_MAX_CHANNELS = 64
+# a stride-1 conv's backward by the flipped-kernel conv (_flipped_backward), up to this many
+# output channels, else by col2im; measured on ResNet-18's 3x3 convs, the whole backward:
+# the flipped route 12-17% faster at 64 channels, 4-5% at 128, 7-13% slower at 256-512
+FLIPPED_MAX_CHANNELS = 128
 
 
 # ----- layout ------------------------------------------------------------------------------
@@ -220,20 +221,71 @@ def conv2d_backward(x: np.ndarray, weight: np.ndarray, grad_output: np.ndarray, 
         dx     = col2im(dY · W_mat)
     With stride 1, dx is itself a convolution, of dY with the kernel turned by 180 degrees and
     its in/out channels swapped, padded by k - 1 - p: every x pixel gathers what it gave to the
-    k·k outputs it touched. That is another forward pass (an im2col and one GEMM per chunk).
-    It is the faster of the two when C_out is small (its GEMM has K = k·k·C_out instead of
-    C_out) and for 1x1 convs (no im2col at all); above FLIPPED_MAX_CHANNELS, col2im is.
+    k·k outputs it touched. That is another forward pass (an im2col and one GEMM per chunk),
+    and the same im2col of dY gives dW too (_flipped_backward). It is the faster of the two
+    when C_out is small (its GEMM has K = k·k·C_out instead of C_out) and for 1x1 convs (no
+    im2col at all); above FLIPPED_MAX_CHANNELS, col2im is.
     """
     x_nhwc, dy_nhwc = to_nhwc(x), to_nhwc(grad_output)
     k = weight.shape[2]
+    flipped = (stride == 1 and padding <= k - 1
+               and (k == 1 or weight.shape[0] <= FLIPPED_MAX_CHANNELS))
+    if need_input_grad and flipped:
+        dx_nhwc, dW, db = _flipped_backward(x_nhwc, dy_nhwc, weight, padding, need_bias)
+        return from_nhwc(dx_nhwc), dW, db
     dW, db = _weight_grad(x_nhwc, dy_nhwc, weight, stride, padding, need_bias)
     if not need_input_grad:
-        dx = None
-    elif stride == 1 and padding <= k - 1 and (k == 1 or weight.shape[0] <= FLIPPED_MAX_CHANNELS):
-        dx = conv2d_forward(from_nhwc(dy_nhwc), flipped_weight(weight), None, 1, k - 1 - padding)
-    else:
-        dx = from_nhwc(_input_grad_col2im(x_nhwc, dy_nhwc, weight, stride, padding))
-    return dx, dW, db
+        return None, dW, db
+    return from_nhwc(_input_grad_col2im(x_nhwc, dy_nhwc, weight, stride, padding)), dW, db
+
+
+def _flipped_backward(x_nhwc, dy_nhwc, weight, padding, need_bias):
+    """Stride 1: dx as the flipped-kernel conv, and dW from the same im2col of dY.
+
+    cols' = im2col(dY) with padding p' = k - 1 - p has one row per pixel q of x, holding the
+    k·k·C_out values of dY that x[q] fed, in (i', j', o) order; tap (i', j') is the forward's
+    tap (k-1-i', k-1-j'). So, chunk by chunk of x's rows, one cols' serves both products:
+        dx[rows] = cols'[rows] · W'_matᵀ            (W' = flipped_weight(W))
+        dW'     += cols'[rows]ᵀ · x[rows]           dW'[(i', j', o), c] = dW[o, c, k-1-i', k-1-j']
+    instead of a second im2col, of x, for dW.
+    """
+    N, H, W, C_in = x_nhwc.shape
+    C_out, k, dtype = weight.shape[0], weight.shape[2], x_nhwc.dtype
+    K, p_flip = k * k * C_out, k - 1 - padding
+    w_flip_t = weight_matrix(flipped_weight(weight)).T      # (k·k·C_out, C_in)
+    dx_nhwc = np.empty_like(x_nhwc)
+    x_rows, dx_rows = x_nhwc.reshape(-1, C_in), dx_nhwc.reshape(-1, C_in)
+    dy_rows = dy_nhwc.reshape(-1, C_out)
+    direct = k == 1 and p_flip == 0                         # cols' is dY itself
+    dy_per_image = dy_nhwc.shape[1] * dy_nhwc.shape[2]
+
+    def work(worker, n_lo, n_hi):
+        lo, hi = n_lo * H * W, n_hi * H * W                 # rows of x and dx
+        dW_flip = np.empty((K, C_in), dtype)                # this worker's sum over its chunks
+        R = chunk_rows(K, dtype.itemsize, FORWARD_CHUNK_BYTES, hi - lo)
+        for a in range(lo, hi, R):
+            b = min(a + R, hi)
+            if direct:
+                cols = dy_rows[a:b]
+            else:
+                cols = scratch(worker, "cols", (b - a, K), dtype)
+                _im2col_rows(dy_nhwc, k, 1, p_flip, a, b, cols)
+            np.matmul(cols, w_flip_t, out=dx_rows[a:b])    # dx = cols' · W'_matᵀ
+            if a == lo:
+                np.matmul(cols.T, x_rows[a:b], out=dW_flip)     # dW' = cols'ᵀ · x ...
+            else:
+                dW_flip += np.matmul(cols.T, x_rows[a:b],
+                                     out=scratch(worker, "dW", dW_flip.shape, dtype))
+        dy_mine = dy_rows[n_lo * dy_per_image:n_hi * dy_per_image]
+        db = dy_mine.sum(axis=0, dtype=np.float64) if need_bias else None
+        return dW_flip, db                                  # ... summed over the chunks
+
+    results = parallel(work, N)
+    dW_flip = sum(r[0] for r in results[1:]) + results[0][0] if len(results) > 1 else results[0][0]
+    db = sum(r[1] for r in results).astype(dtype) if need_bias else None
+    # dW'[(i', j', o), c] -> dW[o, c, i, j] with i = k-1-i', j = k-1-j'
+    dW = dW_flip.reshape(k, k, C_out, C_in)[::-1, ::-1].transpose(2, 3, 0, 1)
+    return dx_nhwc, np.ascontiguousarray(dW), db
 
 
 def _weight_grad(x_nhwc, dy_nhwc, weight, stride, padding, need_bias):
