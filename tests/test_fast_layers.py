@@ -15,6 +15,14 @@ from numpy_resnet import kernels, nn
 from numpy_resnet.kernels import blas, conv_nhwc, elementwise, memory, threads
 
 
+@pytest.fixture(params=["small arrays on one thread", "every array on every worker"])
+def grain(request, monkeypatch):
+    """threads.GRAIN as it is, and 1: the test arrays are small, so both ways get tested."""
+    if request.param == "every array on every worker":
+        monkeypatch.setattr(threads, "GRAIN", 1)
+    return threads.GRAIN
+
+
 def both_backends(layer, x: np.ndarray, dy: np.ndarray) -> dict:
     """{backend: (y, dx, {name: grad})} for one forward and backward, the same starting state."""
     state = layer.state_dict()
@@ -33,7 +41,7 @@ def both_backends(layer, x: np.ndarray, dy: np.ndarray) -> dict:
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("layout", ["C order", "channels-last"])
-def test_fast_batchnorm_equals_the_reference_layer(dtype, train, layout):
+def test_fast_batchnorm_equals_the_reference_layer(dtype, train, layout, grain):
     rng = np.random.default_rng(0)
     bn = nn.BatchNorm2d(5).to(dtype)
     bn.weight.data = rng.standard_normal(5).astype(dtype)
@@ -65,7 +73,7 @@ def test_fast_batchnorm_rejects_a_single_value_per_channel_like_the_reference():
 
 
 @pytest.mark.parametrize("layout", ["C order", "channels-last", "a strided view"])
-def test_fast_relu_equals_the_reference_exactly_nan_and_negative_zero_included(layout):
+def test_fast_relu_equals_the_reference_exactly_nan_and_negative_zero_included(layout, grain):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 4, 5, 6))
     x.flat[:4] = [np.nan, -0.0, 0.0, -np.inf]
@@ -140,6 +148,16 @@ def test_parallel_runs_every_part_once_and_returns_results_in_order():
         threads.set_num_threads(before)
     with pytest.raises(ValueError, match="at least 1"):
         threads.set_num_threads(0)
+
+
+def test_work_smaller_than_the_grain_runs_on_the_calling_thread_alone():
+    before = threads.get_num_threads()
+    try:
+        threads.set_num_threads(2)
+        assert threads.parallel(lambda w, lo, hi: (w, lo, hi), 10, grain=6) == [(0, 0, 10)]
+        assert threads.parallel(lambda w, lo, hi: (w, lo, hi), 12, grain=6) == [(0, 0, 6), (1, 6, 12)]
+    finally:
+        threads.set_num_threads(before)
 
 
 def test_scratch_buffers_are_private_to_a_worker_and_reused():

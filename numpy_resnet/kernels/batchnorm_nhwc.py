@@ -20,6 +20,7 @@ import numba
 import numpy as np
 
 from .conv_nhwc import from_nhwc, to_nhwc
+from . import threads
 from .threads import parallel
 
 # ----- kernels over rows lo <= r < hi of (M, C) matrices -------------------------------------
@@ -120,8 +121,13 @@ def _output_like(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return from_nhwc(y_nhwc), y_nhwc.reshape(-1, x.shape[1])
 
 
-def _sum_over_workers(fn, M: int):
-    parts = parallel(fn, M)
+def _grain(x_rows: np.ndarray) -> int:
+    """Rows worth a worker (threads.GRAIN values): small arrays stay on the calling thread."""
+    return max(1, threads.GRAIN // max(x_rows.shape[1], 1))
+
+
+def _sum_over_workers(fn, M: int, grain: int):
+    parts = parallel(fn, M, grain)
     if isinstance(parts[0], tuple):
         return tuple(sum(p[i] for p in parts) for i in range(len(parts[0])))
     return sum(parts)
@@ -131,8 +137,9 @@ def batch_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """x: (N, C, H, W) -> (μ, σ²) per channel, float64; σ² is the biased variance (1/M)."""
     x_rows = _rows(x)
     M = x_rows.shape[0]
-    mu = _sum_over_workers(lambda w, lo, hi: _column_sums(x_rows, lo, hi), M) / M
-    var = _sum_over_workers(lambda w, lo, hi: _centered_squares(x_rows, mu, lo, hi), M) / M
+    grain = _grain(x_rows)
+    mu = _sum_over_workers(lambda w, lo, hi: _column_sums(x_rows, lo, hi), M, grain) / M
+    var = _sum_over_workers(lambda w, lo, hi: _centered_squares(x_rows, mu, lo, hi), M, grain) / M
     return mu, var
 
 
@@ -146,7 +153,7 @@ def normalize(x: np.ndarray, mu: np.ndarray, inv_std: np.ndarray, gamma: np.ndar
     x_rows = _rows(x)
     y, y_rows = _output_like(x)
     parallel(lambda w, lo, hi: _normalize(x_rows, mu, inv_std, gamma, beta, lo, hi, y_rows, relu),
-             x_rows.shape[0])
+             x_rows.shape[0], _grain(x_rows))
     return y
 
 
@@ -160,16 +167,16 @@ def backward(grad_output: np.ndarray, x: np.ndarray, mu: np.ndarray, inv_std: np
     """
     dy_rows, x_rows = _rows(grad_output), _rows(x)
     z_rows = None if relu_output is None else _rows(relu_output)
-    M, dtype = x_rows.shape[0], x.dtype
+    M, dtype, grain = x_rows.shape[0], x.dtype, _grain(x_rows)
     sum_dy, sum_dy_xhat = _sum_over_workers(
-        lambda w, lo, hi: _backward_sums(dy_rows, x_rows, mu, inv_std, lo, hi, z_rows), M)
+        lambda w, lo, hi: _backward_sums(dy_rows, x_rows, mu, inv_std, lo, hi, z_rows), M, grain)
     scale = gamma * inv_std                                         # γ / √(σ² + ε)
     dx, dx_rows = _output_like(x)
     if not used_batch_stats:
-        parallel(lambda w, lo, hi: _scale_rows(dy_rows, scale, lo, hi, dx_rows, z_rows), M)
+        parallel(lambda w, lo, hi: _scale_rows(dy_rows, scale, lo, hi, dx_rows, z_rows), M, grain)
         return dx, sum_dy_xhat, sum_dy
     mean_dy = (sum_dy / M).astype(dtype)
     mean_dy_xhat = (sum_dy_xhat / M).astype(dtype)
     parallel(lambda w, lo, hi: _backward_dx(dy_rows, x_rows, mu, inv_std, scale, mean_dy,
-                                            mean_dy_xhat, lo, hi, dx_rows, z_rows), M)
+                                            mean_dy_xhat, lo, hi, dx_rows, z_rows), M, grain)
     return dx, sum_dy_xhat, sum_dy

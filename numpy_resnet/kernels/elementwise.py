@@ -11,6 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import threads
 from .threads import parallel
 
 # Each kernel works on entries lo <= i < hi. It slices them out first and then counts from 0:
@@ -57,7 +58,7 @@ def relu(x: np.ndarray) -> np.ndarray | None:
         return None
     y = np.empty_like(x)
     y_flat = y.ravel(order="K")
-    parallel(lambda w, lo, hi: _relu(x_flat, lo, hi, y_flat), x.size)
+    parallel(lambda w, lo, hi: _relu(x_flat, lo, hi, y_flat), x.size, threads.GRAIN)
     return y
 
 
@@ -66,5 +67,5 @@ def relu_backward(grad_output: np.ndarray, y: np.ndarray) -> np.ndarray:
     dy_flat = matching_layout(grad_output, y).ravel(order="K")
     dx = np.empty_like(y)
     dx_flat, y_flat = dx.ravel(order="K"), y.ravel(order="K")
-    parallel(lambda w, lo, hi: _relu_backward(dy_flat, y_flat, lo, hi, dx_flat), y.size)
+    parallel(lambda w, lo, hi: _relu_backward(dy_flat, y_flat, lo, hi, dx_flat), y.size, threads.GRAIN)
     return dx
