@@ -15,7 +15,9 @@ For ResNet-18 with the CIFAR stem (32x32 images, 10 classes), float32:
               inference (eval mode, forward only): images/s
     shares    every layer's forward and backward wrapped with a timer on the instance while
               the step runs (then unwrapped): the step's time by layer type; "other" is the
-              rest (loss, SGD, residual additions, zero_grad, Flatten, Identity)
+              rest (loss, SGD, residual additions, zero_grad, Flatten, Identity). Wrapped
+              layers run one after the other, so conv -> BatchNorm -> ReLU is not fused here
+              (kernels/fused.py) as it is in the step timed above
     compile   the first step of a small model in a fresh process minus its second step:
               Numba compiling from scratch (an empty NUMBA_CACHE_DIR), then, in another fresh
               process, loading what the first one cached
