@@ -19,8 +19,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .conv_nhwc import from_nhwc, to_nhwc
 from . import threads
+from .conv_nhwc import from_nhwc, to_nhwc
 from .threads import parallel
 
 # ----- kernels over rows lo <= r < hi of (M, C) matrices -------------------------------------

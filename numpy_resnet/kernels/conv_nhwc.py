@@ -183,20 +183,13 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
     N, H_out, W_out, k, K, direct = _geometry(x_nhwc, weight, stride, padding)
     w_mat_t = weight_matrix(weight).T                       # (K, C_out), a view
     y_nhwc = np.empty((N, H_out, W_out, weight.shape[0]), x.dtype)
-    x_rows = x_nhwc.reshape(-1, x_nhwc.shape[3])                # the cols of a 1x1 conv
     y_rows = y_nhwc.reshape(-1, weight.shape[0])
     rows_per_image = H_out * W_out
 
     def work(worker, n_lo, n_hi):
         lo, hi = n_lo * rows_per_image, n_hi * rows_per_image
         R = chunk_rows(K, x.itemsize, FORWARD_CHUNK_BYTES, hi - lo)
-        for a in range(lo, hi, R):
-            b = min(a + R, hi)
-            if direct:
-                cols = x_rows[a:b]
-            else:
-                cols = scratch(worker, "cols", (b - a, K), x.dtype)
-                _im2col_rows(x_nhwc, k, stride, padding, a, b, cols)
+        for a, b, cols in _chunks_of_cols(worker, x_nhwc, k, stride, padding, lo, hi, R, direct):
             np.matmul(cols, w_mat_t, out=y_rows[a:b])     # Y = cols · W_matᵀ
             if bias is not None:
                 y_rows[a:b] += bias                         # + b
@@ -263,26 +256,13 @@ def _flipped_backward(x_nhwc, dy_nhwc, weight, padding, need_bias):
         lo, hi = n_lo * H * W, n_hi * H * W                 # rows of x and dx
         dW_flip = np.empty((K, C_in), dtype)                # this worker's sum over its chunks
         R = chunk_rows(K, dtype.itemsize, FORWARD_CHUNK_BYTES, hi - lo)
-        for a in range(lo, hi, R):
-            b = min(a + R, hi)
-            if direct:
-                cols = dy_rows[a:b]
-            else:
-                cols = scratch(worker, "cols", (b - a, K), dtype)
-                _im2col_rows(dy_nhwc, k, 1, p_flip, a, b, cols)
+        for a, b, cols in _chunks_of_cols(worker, dy_nhwc, k, 1, p_flip, lo, hi, R, direct):
             np.matmul(cols, w_flip_t, out=dx_rows[a:b])    # dx = cols' · W'_matᵀ
-            if a == lo:
-                np.matmul(cols.T, x_rows[a:b], out=dW_flip)     # dW' = cols'ᵀ · x ...
-            else:
-                dW_flip += np.matmul(cols.T, x_rows[a:b],
-                                     out=scratch(worker, "dW", dW_flip.shape, dtype))
+            _add_product(worker, dW_flip, a == lo, cols.T, x_rows[a:b])   # dW' += cols'ᵀ · x
         dy_mine = dy_rows[n_lo * dy_per_image:n_hi * dy_per_image]
-        db = dy_mine.sum(axis=0, dtype=np.float64) if need_bias else None
-        return dW_flip, db                                  # ... summed over the chunks
+        return dW_flip, dy_mine.sum(axis=0, dtype=np.float64) if need_bias else None
 
-    results = parallel(work, N)
-    dW_flip = sum(r[0] for r in results[1:]) + results[0][0] if len(results) > 1 else results[0][0]
-    db = sum(r[1] for r in results).astype(dtype) if need_bias else None
+    dW_flip, db = _sum_over_workers(parallel(work, N), need_bias, dtype)
     # dW'[(i', j', o), c] -> dW[o, c, i, j] with i = k-1-i', j = k-1-j'
     dW = dW_flip.reshape(k, k, C_out, C_in)[::-1, ::-1].transpose(2, 3, 0, 1)
     return dx_nhwc, np.ascontiguousarray(dW), db
@@ -292,31 +272,52 @@ def _weight_grad(x_nhwc, dy_nhwc, weight, stride, padding, need_bias):
     """dW = Σ_chunks dY[rows]ᵀ · cols[rows] (like weight), db = Σ_rows dY (or None)."""
     N, H_out, W_out, k, K, direct = _geometry(x_nhwc, weight, stride, padding)
     C_out, dtype = weight.shape[0], x_nhwc.dtype
-    x_rows, dy_rows = x_nhwc.reshape(-1, x_nhwc.shape[3]), dy_nhwc.reshape(-1, C_out)
+    dy_rows = dy_nhwc.reshape(-1, C_out)
     rows_per_image = H_out * W_out
 
     def work(worker, n_lo, n_hi):
         lo, hi = n_lo * rows_per_image, n_hi * rows_per_image
         dW = np.empty((C_out, K), dtype)                    # this worker's sum over its chunks
         R = chunk_rows(K, dtype.itemsize, BACKWARD_CHUNK_BYTES, hi - lo)
-        for a in range(lo, hi, R):
-            b = min(a + R, hi)
-            if direct:
-                cols = x_rows[a:b]
-            else:
-                cols = scratch(worker, "cols", (b - a, K), dtype)
-                _im2col_rows(x_nhwc, k, stride, padding, a, b, cols)   # recomputed, not kept
-            if a == lo:
-                np.matmul(dy_rows[a:b].T, cols, out=dW)     # dW_mat = dY[rows]ᵀ · cols ...
-            else:
-                dW += np.matmul(dy_rows[a:b].T, cols, out=scratch(worker, "dW", dW.shape, dtype))
-        db = dy_rows[lo:hi].sum(axis=0, dtype=np.float64) if need_bias else None
-        return dW, db                                       # ... summed over the chunks
+        for a, b, cols in _chunks_of_cols(worker, x_nhwc, k, stride, padding, lo, hi, R, direct):
+            _add_product(worker, dW, a == lo, dy_rows[a:b].T, cols)    # dW_mat += dY[rows]ᵀ · cols
+        return dW, dy_rows[lo:hi].sum(axis=0, dtype=np.float64) if need_bias else None
 
-    results = parallel(work, N)
-    dW = sum(r[0] for r in results[1:]) + results[0][0] if len(results) > 1 else results[0][0]
-    db = sum(r[1] for r in results).astype(dtype) if need_bias else None
+    dW, db = _sum_over_workers(parallel(work, N), need_bias, dtype)
     return weight_from_matrix(dW, weight.shape), db
+
+
+def _chunks_of_cols(worker: int, x_nhwc: np.ndarray, k: int, stride: int, padding: int,
+                    lo: int, hi: int, R: int, direct: bool):
+    """(a, b, cols[a:b]) for each chunk of R rows in lo <= r < hi: the rows of x itself for a
+    1x1 stride-1 conv, else that chunk of im2col(x), made in this worker's scratch buffer
+    (recomputed each time, never kept)."""
+    x_rows = x_nhwc.reshape(-1, x_nhwc.shape[3])
+    for a in range(lo, hi, R):
+        b = min(a + R, hi)
+        if direct:
+            yield a, b, x_rows[a:b]
+        else:
+            cols = scratch(worker, "cols", (b - a, k * k * x_nhwc.shape[3]), x_nhwc.dtype)
+            _im2col_rows(x_nhwc, k, stride, padding, a, b, cols)
+            yield a, b, cols
+
+
+def _add_product(worker: int, total: np.ndarray, first: bool, a: np.ndarray, b: np.ndarray) -> None:
+    """total = a · b for a worker's first chunk, total += a · b for the others."""
+    if first:
+        np.matmul(a, b, out=total)
+    else:
+        total += np.matmul(a, b, out=scratch(worker, "dW", total.shape, total.dtype))
+
+
+def _sum_over_workers(results: list, need_bias: bool, dtype) -> tuple:
+    """The workers' (dW part, db part in float64 or None) -> (Σ dW, Σ db in dtype or None)."""
+    dW = results[0][0]
+    for part, _ in results[1:]:
+        dW += part
+    db = sum(r[1] for r in results).astype(dtype) if need_bias else None
+    return dW, db
 
 
 def _input_grad_col2im(x_nhwc, dy_nhwc, weight, stride, padding):
