@@ -15,7 +15,8 @@ use), like `torch.set_num_threads`.
 Handing work to a pool thread and waiting for it costs about 0.1 ms (measured here: waking
 a thread, then the caller, on a virtual machine), as long as one ReLU over 4 MiB. So a
 caller says how much work one unit of its range is (`grain`: units per worker at least),
-and small arrays run on the calling thread alone: ReLU and BatchNorm below GRAIN values.
+and small arrays run on fewer workers: ReLU and BatchNorm give each worker at least GRAIN
+values, so on two workers an array under 2·GRAIN values runs on the calling thread alone.
 """
 
 from __future__ import annotations
