@@ -13,7 +13,7 @@ import pytest
 from numpy_resnet import kernels, manual_seed
 from numpy_resnet.blocks import BasicBlock, Bottleneck
 from numpy_resnet.diagnostics import GradientRecorder
-from numpy_resnet.kernels import fused
+from numpy_resnet.kernels import fused, winograd
 from numpy_resnet.models import ResNet, cifar_resnet
 from numpy_resnet.nn import BatchNorm2d, Conv2d, ReLU
 
@@ -36,7 +36,11 @@ def randomized(model):
     return model
 
 
-def run(make, dtype, train: bool, enabled: bool):
+# the 3x3 stride-1 convs by im2col, or all by Winograd's route (its epilogue is fused.py's)
+CONV_ROUTES = {"im2col": 10**6, "winograd": 1}
+
+
+def run(make, dtype, train: bool, enabled: bool, winograd_from: int = CONV_ROUTES["im2col"]):
     manual_seed(0)
     model = randomized(make()).to(dtype)
     model.train(train)
@@ -45,16 +49,19 @@ def run(make, dtype, train: bool, enabled: bool):
     x = rng.standard_normal(shape).astype(dtype)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(fused, "ENABLED", enabled)
+        patch.setattr(winograd, "MIN_CHANNELS", winograd_from)
         y = model(x)
         dx = model.backward(rng.standard_normal(y.shape).astype(dtype))
     return [y, dx] + [p.grad for p in model.parameters()] + [b for _, b in model.named_buffers()]
 
 
+@pytest.mark.parametrize("route", CONV_ROUTES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
-def test_fused_layers_equal_the_layers_one_after_the_other_bit_for_bit(make, train, dtype):
-    got, expected = run(make, dtype, train, True), run(make, dtype, train, False)
+def test_fused_layers_equal_the_layers_one_after_the_other_bit_for_bit(make, train, dtype, route):
+    got = run(make, dtype, train, True, CONV_ROUTES[route])
+    expected = run(make, dtype, train, False, CONV_ROUTES[route])
     assert len(got) == len(expected)
     for a, b in zip(got, expected, strict=True):
         assert a.dtype == b.dtype

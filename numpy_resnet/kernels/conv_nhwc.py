@@ -29,6 +29,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import winograd
 from .im2col_numpy import conv_output_size
 from .threads import parallel, scratch
 
@@ -178,8 +179,11 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
     weight: (C_out, C_in, k, k), bias: (C_out,) or None.  Y[rows] = cols[rows] · W_matᵀ + b.
     epilogue(Y[rows], first row, end row), if given, is called on each chunk of Y as soon as
     it is computed, while it is still in the cache (kernels/fused.py: BatchNorm and ReLU).
+    3x3 stride-1 convs with enough channels take Winograd's route instead (winograd.py).
     """
     x_nhwc = to_nhwc(x)
+    if winograd.applies(weight, stride, padding):
+        return from_nhwc(winograd.conv3x3_forward(x_nhwc, weight, bias, epilogue))
     N, H_out, W_out, k, K, direct = _geometry(x_nhwc, weight, stride, padding)
     w_mat_t = weight_matrix(weight).T                       # (K, C_out), a view
     y_nhwc = np.empty((N, H_out, W_out, weight.shape[0]), x.dtype)
