@@ -52,13 +52,15 @@ def test_each_transform_is_its_matrix():
     np.testing.assert_allclose(U, expected_U, rtol=1e-14, atol=1e-14)
 
     x = rng.standard_normal((1, H, W, C))
-    x_pad = np.zeros((1, H + 2, W + 2, C))
-    winograd._pad_images(x, 0, 1, x_pad)
+    x_split = np.full((1, H + 2, 2, W // 2 + 1, C), np.nan)
+    winograd._split_columns(x, 0, 1, x_split)
+    x_pad = x_split.transpose(0, 1, 3, 2, 4).reshape(1, H + 2, W + 2, C)   # columns interleaved
     np.testing.assert_array_equal(x_pad[0, 1:-1, 1:-1], x[0])
     assert not x_pad[0, [0, -1]].any() and not x_pad[0, :, [0, -1]].any()
     tiles = (H // 2) * (W // 2)
     V_buffer, V = winograd._planes(0, "test V", tiles, C, np.float64)
-    winograd._transform_input(x_pad, 1, V_buffer)
+    winograd._transform_input(x_split, 1, winograd.TERM_ROWS, winograd.TERM_COLS,
+                              winograd.TERM_SIGNS, V_buffer)
     for t in range(tiles):
         t_y, t_x = divmod(t, W // 2)
         d = x_pad[0, 2 * t_y:2 * t_y + 4, 2 * t_x:2 * t_x + 4]     # (4, 4, C)
@@ -68,13 +70,22 @@ def test_each_transform_is_its_matrix():
     M_buffer, M = winograd._planes(0, "test M", tiles, C_out, np.float64)
     M[...] = rng.standard_normal(M.shape)
     y = np.full((1, H, W, C_out), np.nan)
-    winograd._transform_output(M_buffer, 0, 1, y)
+    winograd._transform_output(M_buffer, 0, 1, np.empty((8, W // 2 * C_out)), y)
     for t in range(tiles):
         t_y, t_x = divmod(t, W // 2)
         m = M[:, t].reshape(4, 4, C_out)
         expected_Y = np.einsum("ia,abo,jb->ijo", winograd.A_T, m, winograd.A_T)
         np.testing.assert_allclose(y[0, 2 * t_y:2 * t_y + 2, 2 * t_x:2 * t_x + 2], expected_Y,
                                    rtol=1e-14, atol=1e-14)
+
+
+def test_the_term_tables_are_the_nonzeros_of_the_kronecker_product():
+    kron = np.zeros((16, 4, 4))
+    for p in range(16):
+        for a, b, sign in zip(winograd.TERM_ROWS[p], winograd.TERM_COLS[p], winograd.TERM_SIGNS[p],
+                              strict=True):
+            kron[p, a, b] += sign
+    np.testing.assert_array_equal(kron.reshape(16, 16), np.kron(winograd.B_T, winograd.B_T))
 
 
 @pytest.fixture(params=[1, 2, 3], ids=lambda n: f"{n} workers")
