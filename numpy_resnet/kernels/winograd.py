@@ -206,7 +206,6 @@ def _transform_output(M, n0, n1, S, y):
     N, H, W, C_out = y.shape
     t_h, t_w = (H + 1) // 2, (W + 1) // 2
     run = t_w * C_out
-    y_flat = y.reshape(-1)
     for n in range(n0, n1):
         for t_y in range(t_h):
             start = ((n - n0) * t_h + t_y) * run
@@ -221,20 +220,15 @@ def _transform_output(M, n0, n1, S, y):
                 h = 2 * t_y + i
                 if h == H:
                     break
+                a, b = S[4 * i, :run].reshape(t_w, C_out), S[4 * i + 1, :run].reshape(t_w, C_out)
+                c, d = S[4 * i + 2, :run].reshape(t_w, C_out), S[4 * i + 3, :run].reshape(t_w, C_out)
+                y_row = y[n, h]                             # (W, C_out)
                 for t_x in range(t_w):
-                    w, first = 2 * t_x, t_x * C_out
-                    a = S[4 * i, first:first + C_out]
-                    b = S[4 * i + 1, first:first + C_out]
-                    c = S[4 * i + 2, first:first + C_out]
-                    d = S[4 * i + 3, first:first + C_out]
-                    at = ((n * H + h) * W + w) * C_out
-                    even = y_flat[at:at + C_out]            # y[n, h, w]
                     for o in range(C_out):
-                        even[o] = a[o] + b[o] + c[o]
-                    if w + 1 < W:
-                        odd = y_flat[at + C_out:at + 2 * C_out]     # y[n, h, w + 1]
-                        for o in range(C_out):
-                            odd[o] = b[o] - c[o] - d[o]
+                        y_row[2 * t_x, o] = a[t_x, o] + b[t_x, o] + c[t_x, o]
+                for t_x in range(W // 2):                   # the odd columns that exist
+                    for o in range(C_out):
+                        y_row[2 * t_x + 1, o] = b[t_x, o] - c[t_x, o] - d[t_x, o]
 
 
 _transform_weight = numba.njit(nogil=True, cache=True)(_transform_weight)
