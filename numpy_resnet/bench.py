@@ -290,6 +290,16 @@ def layer_label(m: Module) -> str:
     return type(m).__name__.lower()
 
 
+def forward_route(m: Module, shape: tuple) -> str | None:
+    """How the fast path computes a conv's forward: "winograd", "im2col" or "gemm" (1x1, stride 1)."""
+    if not isinstance(m, Conv2d):
+        return None
+    from .kernels import winograd
+    if m.groups == 1 and winograd.applies(m.weight.data, m.stride, m.padding):
+        return "winograd"
+    return "gemm" if m.kernel_size == 1 and m.stride == 1 and m.padding == 0 else "im2col"
+
+
 def _as_in_the_network(a: np.ndarray) -> np.ndarray:
     from .kernels import conv_nhwc
 
@@ -307,7 +317,8 @@ def time_layer(m: Module, shape: tuple, count: int, steps: int, warmup: int, tra
     forward = median_time(lambda: m.forward(x), steps, warmup)
     row = {"layer": layer_label(m), "type": category(m), "input": list(shape), "count": count,
            "forward_ms": 1e3 * forward, "backward_ms": None,
-           "flops": None, "forward_gflops": None, "backward_gflops": None}
+           "flops": None, "forward_gflops": None, "backward_gflops": None,
+           "forward_route": forward_route(m, shape)}
     if train:
         dy = _as_in_the_network(rng.standard_normal(y.shape).astype(y.dtype))
         row["backward_ms"] = 1e3 * median_time(lambda: m.backward(dy), steps, warmup)

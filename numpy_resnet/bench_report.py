@@ -58,6 +58,9 @@ def _layer_table(report: dict) -> list[str]:
         header += f" {'torch ms':>9} {'speed':>6}"
     lines = ["", "each distinct layer alone (GF/s: GFLOP/s, FLOPs = 2·MACs, backward = 2x forward; "
                  "% ceil: forward / sgemm)"]
+    if any(row.get("forward_route") == "winograd" for row in report["layers"]):
+        lines.append("w: forward by Winograd's F(2x2, 3x3) (kernels/winograd.py), 2.25x fewer "
+                     "multiplications; its GF/s count the direct conv's FLOPs, so % ceil can pass 100")
     if torch_rows:
         lines.append("torch ms: PyTorch's n x (fwd+bwd) for the same layer and input; "
                      "speed: torch ms / ours (above 1: numpy-resnet is faster)")
@@ -66,7 +69,8 @@ def _layer_table(report: dict) -> list[str]:
     for row in report["layers"]:
         shape = "x".join(str(d) for d in row["input"])
         total = row["count"] * (row["forward_ms"] + (row["backward_ms"] or 0))
-        line = (f"{row['layer']:<22} {shape:<16} {row['count']:>2} "
+        name = row["layer"] + (" w" if row.get("forward_route") == "winograd" else "")
+        line = (f"{name:<22} {shape:<16} {row['count']:>2} "
                 f"{_num(row['forward_ms'], '.2f', 8)} {_num(row['backward_ms'], '.2f', 8)} "
                 f"{_num(row['forward_gflops'], '.1f', 8)} {_num(row['backward_gflops'], '.1f', 8)} "
                 f"{_num(row.get('forward_pct_ceiling'), '.0f', 6)} {total:>16.2f}")

@@ -54,7 +54,8 @@ def bench_run(tmp_path_factory):
 def test_bench_prints_every_section(bench_run):
     text, _ = bench_run
     for heading in ["ceiling:", "each distinct layer alone", "training step (forward, loss",
-                    "inference (eval mode", "share of the training step", "peak memory"]:
+                    "inference (eval mode", "share of the training step", "peak memory",
+                    "w: forward by Winograd", "conv3x3 16->16 w "]:
         assert heading in text
 
 
@@ -69,6 +70,11 @@ def test_every_conv_of_resnet18_is_in_the_layer_table_once_per_distinct_shape(be
         assert row["forward_ms"] > 0 and row["backward_ms"] > 0
         assert row["forward_gflops"] > 0 and row["backward_gflops"] > 0
         assert row["forward_pct_ceiling"] > 0
+    # width 4: stages of 4, 8, 16, 32 channels; Winograd from 16 channels, the 1x1s are strided
+    routes = {row["layer"]: row["forward_route"] for row in convs}
+    assert routes["conv3x3 16->16"] == routes["conv3x3 32->32"] == "winograd"
+    assert routes["conv3x3 4->4"] == routes["conv3x3 16->32 s2"] == "im2col"
+    assert routes["conv1x1 8->16 s2"] == "im2col"
     assert {"batchnorm", "relu", "pool", "linear"} <= {row["type"] for row in report["layers"]}
 
 
