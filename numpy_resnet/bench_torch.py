@@ -8,6 +8,11 @@ shapes are those of `get_model("resnet18", num_classes=10, stem="cifar", width=w
     step       optimizer.zero_grad(); CrossEntropyLoss(model(x), y).backward(); SGD step
                (lr 0.01, momentum 0.9, weight decay 5e-4), as bench.make_training_step
     inference  model.eval() under torch.inference_mode()
+    malloc     the same glibc thresholds our fast path sets for itself (kernels/memory.py): in a
+               process that only runs inference, glibc otherwise hands each pass's freed
+               activations back to the system and faults them in again on the next, which
+               made PyTorch's inference 2x slower here (98-103 ms against 50-55 ms a pass at
+               width 16, batch 128); after a training step its own adaptive thresholds hide it
     memory     bench_process.peak_rss_of around the first full-size step, after a warm-up on 2 images
     serve      the step and inference timed on request, for the rounds that alternate with ours
     layers     each distinct (conv, batchnorm, relu, linear; input shape) of the network alone,
@@ -26,6 +31,7 @@ from torch import nn
 
 from .bench import IMAGE, NUM_CLASSES, architecture, median_time, run_times
 from .bench_process import peak_rss_of
+from .kernels.memory import keep_freed_memory
 
 
 class BasicBlock(nn.Module):
@@ -124,6 +130,7 @@ def _time_one_layer(label: str, shape: tuple, module: nn.Module, steps: int, war
 
 def _setup(width: int, batch_size: int, threads: int):
     """The torch ResNet-18, its training step and inference, a batch of 2 and a full batch."""
+    keep_freed_memory()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = ResNet18Cifar(width)
