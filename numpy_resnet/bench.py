@@ -83,6 +83,7 @@ class BenchConfig:
     sgemm_size: int = 2048
     seed: int = 0
     rounds: int = 3                     # with vs_torch: ours and torch's step in turn, this many times
+    torch_same_malloc: bool = False     # with vs_torch: PyTorch with our glibc thresholds (memory.py)
 
 
 # ----- timing and threads ---------------------------------------------------------------------
@@ -440,11 +441,12 @@ def _measure_in_fresh_processes(config: BenchConfig, threads: int, report: dict,
     if config.vs_torch:
         log(f"bench: the same in PyTorch ({threads} threads), a fresh process")
         report["torch"] = torch_results(config.width, config.batch_size, config.steps,
-                                        config.warmup, threads, train)
+                                        config.warmup, threads, train, config.torch_same_malloc)
         if config.rounds > 0:
             log(f"bench: {config.rounds} rounds of our step and PyTorch's in turn")
             report["rounds"] = alternating_rounds(config.width, config.batch_size, threads,
-                                                  config.rounds, config.steps, config.warmup, train)
+                                                  config.rounds, config.steps, config.warmup, train,
+                                                  config.torch_same_malloc)
         report["ratios"] = ratios(report)
 
 

@@ -141,15 +141,15 @@ def peak_memory(width: int, batch_size: int, threads: int, train: bool) -> dict:
 
 
 def torch_results(width: int, batch_size: int, steps: int, warmup: int, threads: int,
-                  train: bool) -> dict:
+                  train: bool, same_malloc: bool = False) -> dict:
     """bench_torch.probe in a fresh process: PyTorch's step, inference and peak memory."""
     return run_probe(f"from numpy_resnet.bench_torch import probe; probe({width}, {batch_size}, "
-                     f"{steps}, {warmup}, {threads}, {train})")
+                     f"{steps}, {warmup}, {threads}, {train}, {same_malloc})")
 
 
 # ----- ours and PyTorch's in turn -------------------------------------------------------------
 def alternating_rounds(width: int, batch_size: int, threads: int, rounds: int, steps: int,
-                       warmup: int, train: bool) -> dict:
+                       warmup: int, train: bool, same_malloc: bool = False) -> dict:
     """Our training step (and inference), then PyTorch's, then ours again ... `rounds` times.
 
     A shared machine's speed drifts by tens of per cent within minutes (another job starts
@@ -159,7 +159,8 @@ def alternating_rounds(width: int, batch_size: int, threads: int, rounds: int, s
     and the spread of the rounds' ratios shows how much the machine moved.
     Returns, per kind: our and PyTorch's median ms in each round, and each round's ratio.
     """
-    code = f"from numpy_resnet.bench_torch import serve; serve({width}, {batch_size}, {threads})"
+    code = (f"from numpy_resnet.bench_torch import serve; "
+            f"serve({width}, {batch_size}, {threads}, {same_malloc})")
     server = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
 

@@ -141,7 +141,10 @@ def _versus_torch(report: dict) -> list[str]:
              f"  same network: {'yes' if same else 'NO'} (state_dict keys and shapes "
              f"{ours['architecture']['fingerprint']} vs {theirs['architecture']['fingerprint']}, "
              f"{ours['architecture']['parameters']:,} vs {theirs['architecture']['parameters']:,} "
-             f"parameters)"]
+             f"parameters)",
+             "  PyTorch's malloc: " + ("numpy-resnet's glibc thresholds (--torch-same-malloc)"
+                                      if theirs.get("same_malloc") else
+                                      "as installed (--torch-same-malloc gives it numpy-resnet's)")]
     rounds = report.get("rounds")
     for key, label in (("train", "train step: "), ("inference", "inference:  ")):
         if key not in ratio:

@@ -8,11 +8,12 @@ shapes are those of `get_model("resnet18", num_classes=10, stem="cifar", width=w
     step       optimizer.zero_grad(); CrossEntropyLoss(model(x), y).backward(); SGD step
                (lr 0.01, momentum 0.9, weight decay 5e-4), as bench.make_training_step
     inference  model.eval() under torch.inference_mode()
-    malloc     the same glibc thresholds our fast path sets for itself (kernels/memory.py): in a
-               process that only runs inference, glibc otherwise hands each pass's freed
-               activations back to the system and faults them in again on the next, which
-               made PyTorch's inference 2x slower here (98-103 ms against 50-55 ms a pass at
-               width 16, batch 128); after a training step its own adaptive thresholds hide it
+    malloc     as installed, or (same_malloc=True, `bench --torch-same-malloc`) with the glibc
+               thresholds our fast path sets for itself (kernels/memory.py). As installed, glibc
+               hands the large freed activations back to the system and faults them in again
+               on the next pass: measured here at width 16, batch 128, PyTorch's inference took
+               98-103 ms a pass in a process that only runs inference, against 50-55 ms with the
+               thresholds, and its training step ran 15-25% faster with them
     memory     bench_process.peak_rss_of around the first full-size step, after a warm-up on 2 images
     serve      the step and inference timed on request, for the rounds that alternate with ours
     layers     each distinct (conv, batchnorm, relu, linear; input shape) of the network alone,
@@ -128,9 +129,10 @@ def _time_one_layer(label: str, shape: tuple, module: nn.Module, steps: int, war
     return row
 
 
-def _setup(width: int, batch_size: int, threads: int):
+def _setup(width: int, batch_size: int, threads: int, same_malloc: bool):
     """The torch ResNet-18, its training step and inference, a batch of 2 and a full batch."""
-    keep_freed_memory()
+    if same_malloc:
+        keep_freed_memory()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = ResNet18Cifar(width)
@@ -155,9 +157,9 @@ def _setup(width: int, batch_size: int, threads: int):
 
 
 def probe(width: int, batch_size: int, steps: int, warmup: int, threads: int,
-          train: bool = True) -> None:
+          train: bool = True, same_malloc: bool = False) -> None:
     """Print as JSON: PyTorch's peak step memory, training step and inference (ms, images/s)."""
-    model, train_step, inference, small, full = _setup(width, batch_size, threads)
+    model, train_step, inference, small, full = _setup(width, batch_size, threads, same_malloc)
     if train:
         train_step(*small)                                  # warm-up, momentum buffers made
         memory = peak_rss_of(lambda: train_step(*full))
@@ -166,6 +168,7 @@ def probe(width: int, batch_size: int, steps: int, warmup: int, threads: int,
         inference(small[0])
         memory = peak_rss_of(lambda: inference(full[0]))
     result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "memory": memory,
+              "same_malloc": same_malloc,
               "architecture": architecture({k: v.shape for k, v in model.state_dict().items()})}
     if train:
         model.train()
@@ -179,10 +182,10 @@ def probe(width: int, batch_size: int, steps: int, warmup: int, threads: int,
     print(json.dumps(result))
 
 
-def serve(width: int, batch_size: int, threads: int) -> None:
+def serve(width: int, batch_size: int, threads: int, same_malloc: bool = False) -> None:
     """Time on request, for bench's alternating rounds: read "train S W" or "eval S W" lines,
     answer each with the JSON list of S step times in seconds (after W warm-up steps)."""
-    model, train_step, inference, _, (x, y) = _setup(width, batch_size, threads)
+    model, train_step, inference, _, (x, y) = _setup(width, batch_size, threads, same_malloc)
     runs = {"train": lambda: train_step(x, y), "eval": lambda: inference(x)}
     print("ready", flush=True)
     for line in sys.stdin:                              # until "quit" or the end of the input

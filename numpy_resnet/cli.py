@@ -132,7 +132,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     config = BenchConfig(width=args.width, batch_size=args.batch_size, steps=args.steps,
                          warmup=args.warmup, threads=args.threads, vs_torch=args.vs_torch,
                          eval_only=args.eval, compile_time=not args.skip_compile,
-                         rounds=args.rounds)
+                         rounds=args.rounds, torch_same_malloc=args.torch_same_malloc)
     report = run_bench(config, log=lambda message: print(message, file=sys.stderr))
     print(format_report(report))
     if args.json:
@@ -158,6 +158,10 @@ def _add_bench_parser(commands) -> None:
     p.add_argument("--rounds", type=int, default=3,
                    help="with --vs-torch: time our step and PyTorch's in turn this many times; the "
                         "ratio is the median of the rounds' (default 3; 0: one measurement each)")
+    p.add_argument("--torch-same-malloc", action="store_true",
+                   help="with --vs-torch: give PyTorch's process the glibc malloc thresholds "
+                        "numpy-resnet sets for itself (kernels/memory.py); by default PyTorch "
+                        "runs as installed")
     p.add_argument("--json", metavar="FILE", help="also write every number, config and machine info")
     p.add_argument("--eval", action="store_true", help="inference only: forward passes in eval mode")
     p.add_argument("--skip-compile", action="store_true",

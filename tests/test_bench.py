@@ -107,6 +107,18 @@ def test_vs_torch_prints_ratio_rows_and_stores_torch_numbers(bench_run):
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
+def test_pytorch_runs_with_its_own_malloc_unless_asked_to_share_ours(bench_run):
+    text, report = bench_run
+    assert report["torch"]["same_malloc"] is False and "PyTorch's malloc: as installed" in text
+    from numpy_resnet.bench_process import run_probe
+    code = ("import ctypes, json; from numpy_resnet.bench_torch import _setup; "
+            "from numpy_resnet.kernels import memory; _setup(4, 2, 1, {}); "
+            "print(json.dumps(memory._result))")
+    assert run_probe(code.format(True)) is True             # the thresholds were set
+    assert run_probe(code.format(False)) is None            # never asked for
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
 def test_the_quoted_ratios_are_the_median_of_rounds_of_ours_and_torchs_in_turn(bench_run):
     text, report = bench_run
     rounds = report["rounds"]
