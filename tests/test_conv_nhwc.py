@@ -52,6 +52,17 @@ def test_im2col_rows_is_the_reference_unfold_transposed_for_any_chunk_of_rows(g,
     np.testing.assert_array_equal(got, expected[r0:])
 
 
+@pytest.mark.parametrize("C", [conv_nhwc.SPAN_MAX_CHANNELS, conv_nhwc.SPAN_MAX_CHANNELS + 3])
+@pytest.mark.parametrize("k, stride, padding", [(3, 1, 1), (3, 2, 1), (7, 2, 3), (2, 1, 0)])
+def test_im2col_rows_on_both_sides_of_the_one_run_copy(C, k, stride, padding):
+    """Up to SPAN_MAX_CHANNELS a kernel row is copied as one run, above it tap by tap."""
+    x = np.random.default_rng(C + k).standard_normal((2, C, 9, 10))
+    expected = nhwc_cols_from_reference(x, k, stride, padding)
+    got = np.empty_like(expected)
+    conv_nhwc._im2col_rows(conv_nhwc.to_nhwc(x), k, stride, padding, 0, len(expected), got)
+    np.testing.assert_array_equal(got, expected)
+
+
 @EXAMPLES
 @given(g=geometry())
 def test_col2im_rows_is_the_adjoint_of_im2col_rows_and_equals_the_reference(g):
