@@ -172,8 +172,10 @@ show_or_save(fig, "11_winograd_speedup.png")
 # a multiple of 4 KiB apart, because the CPU mistakes a store to one plane for a load from
 # another when their addresses agree in the low 12 bits.
 #
-# The backward pass does not care how the forward was computed: `Conv2d.backward` computes
-# the gradients of the convolution itself, by im2col (lesson 02).
+# The backward pass (`winograd.conv3x3_backward`) runs the same linear steps backwards:
+# dY's tiles transformed like the input's, 16 GEMMs for the kernels' gradient and 16 for the
+# tiles', and each tile's 4×4 gradient added back where the tile came from (lesson 02's
+# col2im, for overlapping tiles). Exercise 5 asks you to derive it.
 #
 # ## Exercises
 #
@@ -185,3 +187,6 @@ show_or_save(fig, "11_winograd_speedup.png")
 #    Look its matrices up (Lavin & Gray, section 4.2), extend `conv3x3_reference` to them and
 #    compare its float32 error with F(2×2, 3×3)'s. Why does the error grow with the tile?
 # 4. A stride-2 convolution cannot use these tiles directly. Why not?
+# 5. Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A is linear in d. Write dL/dd for one tile in terms of
+#    dL/dY, and check it against finite differences; then compare with
+#    `_transform_input_adjoint` in `numpy_resnet/kernels/winograd.py`.

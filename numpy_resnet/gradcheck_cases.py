@@ -44,7 +44,7 @@ LAYER_CASES = [
     Case("Conv2d 3x3", lambda: nn.Conv2d(3, 4, 3, padding=1), (2, 3, 5, 6)),
     Case("Conv2d 3x3 stride 2", lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1), (2, 3, 7, 6)),
     # 16 channels: the fast path's forward is Winograd's F(2x2, 3x3) (kernels/winograd.py), an
-    # odd height cuts its last row of tiles; the backward is the convolution's own
+    # odd height cuts its last row of tiles; its backward runs the same steps backwards
     Case("Conv2d 3x3 16 channels", lambda: nn.Conv2d(16, 16, 3, padding=1), (1, 16, 5, 4)),
     Case("Conv2d 1x1 no bias", lambda: nn.Conv2d(4, 3, 1, bias=False), (2, 4, 3, 5)),
     Case("Conv2d 7x7 stride 2", lambda: nn.Conv2d(2, 3, 7, stride=2, padding=3), (1, 2, 9, 8)),

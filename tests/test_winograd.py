@@ -53,7 +53,7 @@ def test_each_transform_is_its_matrix():
 
     x = rng.standard_normal((1, H, W, C))
     x_split = np.full((1, H + 2, 2, W // 2 + 1, C), np.nan)
-    winograd._split_columns(x, 0, 1, x_split)
+    winograd._split_columns(x, 0, 1, 1, x_split)
     x_pad = x_split.transpose(0, 1, 3, 2, 4).reshape(1, H + 2, W + 2, C)   # columns interleaved
     np.testing.assert_array_equal(x_pad[0, 1:-1, 1:-1], x[0])
     assert not x_pad[0, [0, -1]].any() and not x_pad[0, :, [0, -1]].any()
@@ -145,3 +145,46 @@ def test_the_route_is_taken_for_3x3_stride_1_padding_1_convs_with_enough_channel
     assert not winograd.applies(np.zeros((8, 8, 5, 5)), 1, 1)
     monkeypatch.setattr(winograd, "ENABLED", False)
     assert not winograd.applies(wide, 1, 1)
+
+
+def reference_backward(x, w, dy, need_bias=True):
+    """The im2col route's gradients (winograd off): (dx, dW, db)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(winograd, "ENABLED", False)
+        return conv_nhwc.conv2d_backward(x, w, dy, 1, 1, need_bias)
+
+
+@WITH_FIXTURES
+@given(s=shapes(), bias=st.booleans())
+def test_the_backward_equals_the_convolutions_gradients_in_float64(s, bias, workers, small_groups):
+    x, w = random_conv(s)
+    dy = np.random.default_rng(s["seed"] + 2).standard_normal((s["N"], s["C_out"], s["H"], s["W"]))
+    dx, dW, db = winograd.conv3x3_backward(conv_nhwc.to_nhwc(x), conv_nhwc.to_nhwc(dy), w, bias)
+    expected_dx, expected_dW, expected_db = reference_backward(x, w, dy, bias)
+    for name, got, want in (("dx", conv_nhwc.from_nhwc(dx), expected_dx), ("dW", dW, expected_dW)):
+        assert got.shape == want.shape and got.dtype == want.dtype, name
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11 * max(1, np.abs(want).max()),
+                                   err_msg=f"{name}, {s}")
+    if bias:
+        np.testing.assert_allclose(db, expected_db, rtol=1e-12)
+    else:
+        assert db is None
+    no_dx, dW_only, _ = winograd.conv3x3_backward(conv_nhwc.to_nhwc(x), conv_nhwc.to_nhwc(dy), w,
+                                                  bias, need_input_grad=False)
+    assert no_dx is None
+    np.testing.assert_array_equal(dW_only, dW)
+
+
+def test_conv2d_backward_takes_the_route_in_float32_to_float32_rounding():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((5, 24, 9, 8)).astype(np.float32)
+    w = (rng.standard_normal((20, 24, 3, 3)) / 15).astype(np.float32)
+    dy = rng.standard_normal((5, 20, 9, 8)).astype(np.float32)
+    assert winograd.applies(w, 1, 1)
+    got = conv_nhwc.conv2d_backward(x, w, dy, 1, 1, True)
+    expected = reference_backward(x, w, dy)
+    for name, a, b in zip(("dx", "dW", "db"), got, expected, strict=True):
+        assert a.dtype == np.float32, name
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max(), err_msg=name)
+    assert not np.array_equal(got[1], expected[1])          # the other route was really taken
+    assert conv_nhwc.is_channels_last(got[0])

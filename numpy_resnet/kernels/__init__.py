@@ -8,7 +8,7 @@ Two backends, chosen with `set_backend` ("numba", the default, or "numpy"), or i
     "numba"   im2col / col2im are im2col_numba.py's compiled twins; Conv2d, BatchNorm2d and
               ReLU run the fast path instead: channels-last memory, cache-sized chunks and
               one-pass loops on every core (conv_nhwc.py, batchnorm_nhwc.py, elementwise.py,
-              threads.py), Winograd's F(2x2, 3x3) for the forward of 3x3 stride-1 convs
+              threads.py), Winograd's F(2x2, 3x3) for 3x3 stride-1 convs
               with 16 channels or more (winograd.py), and the blocks' conv -> BatchNorm ->
               ReLU in fewer passes (fused.py). Tests check that both backends compute the
               same numbers.

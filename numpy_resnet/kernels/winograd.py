@@ -37,8 +37,12 @@ with 16 stores per loop, the same transforms ran scalar and 2-5x slower (measure
 
 Rounding. The transforms add and subtract up to 9 values, so the result differs from
 im2col's in the last bits: in float32 about 1e-6 of the largest output, in float64 about
-1e-15 (tests/test_winograd.py). Backward does not depend on how the forward was computed
-(conv_nhwc.conv2d_backward computes the gradients of the convolution itself).
+1e-15 (tests/test_winograd.py).
+
+Backward (conv3x3_backward). Every step above is linear, so the gradients run the same
+steps backwards: dY's tiles transformed like V's (dM = A dY Aᵀ), 16 GEMMs for dU and 16
+for dV, then dx = B dV Bᵀ added back where each tile came from and dW = Gᵀ dU G. Measured
+on ResNet-18's 3x3 stride-1 convs, 2 workers: 1.1-1.6x faster than the im2col routes.
 """
 
 from __future__ import annotations
@@ -139,22 +143,33 @@ TERM_ROWS = np.array([[a for a, _, _ in terms] for terms in _TERMS])          # 
 TERM_COLS = np.array([[b for _, b, _ in terms] for terms in _TERMS])          # (16, 4)
 TERM_SIGNS = np.array([[sign for _, _, sign in terms] for terms in _TERMS])   # (16, 4)
 
+# The backward's dM = A dY Aᵀ (dY's 2×2 tile -> 4×4), entry by entry in the same form: 1, 2 or
+# 4 nonzero terms (a column of Aᵀ has one or two), padded to four with terms of sign 0
+_DY_TERMS = [[(i, j, A_T[i, xi] * A_T[j, nu]) for i in range(2) for j in range(2)
+              if A_T[i, xi] * A_T[j, nu] != 0] for xi in range(4) for nu in range(4)]
+_DY_TERMS = [terms + [(0, 0, 0.0)] * (4 - len(terms)) for terms in _DY_TERMS]
+DY_ROWS = np.array([[i for i, _, _ in terms] for terms in _DY_TERMS])        # (16, 4)
+DY_COLS = np.array([[j for _, j, _ in terms] for terms in _DY_TERMS])        # (16, 4)
+DY_SIGNS = np.array([[sign for _, _, sign in terms] for terms in _DY_TERMS])  # (16, 4)
 
-def _split_columns(x, n0, n1, x_split):
+
+def _split_columns(x, n0, n1, offset, x_split):
     """x_split[n - n0, h, w % 2, w // 2] = x_pad[n, h, w], for images n0 <= n < n1 of x (N, H, W, C).
 
-    x_pad is x inside a border of zeros: one row/column before, one or two after (two if H/W
-    is odd, so that the last tile is whole). Its even and odd columns are stored apart, so
-    that column 2·t_x + b of every tile in a tile row is one run of memory:
-    x_split[n, h, b % 2, t_x + b // 2] for t_x = 0, 1, ... x_split: (images, 2·t_h + 2, 2, t_w + 1, C).
+    x_pad is x shifted by `offset` rows and columns inside zeros: offset 1 is the conv's
+    padding (one zero row/column before, one or two after: two if H/W is odd, so that the
+    last tile is whole); offset 0 places dY's tiles for the backward. Even and odd columns
+    are stored apart, so that column 2·t_x + b of every tile in a tile row is one run of
+    memory: x_split[n, h, b % 2, t_x + b // 2] for t_x = 0, 1, ...
+    x_split: (images, 2·t_h + 2, 2, t_w + 1, C).
     """
     N, H, W, C = x.shape
     for n in range(n1 - n0):
         for h in range(x_split.shape[1]):
             for w in range(2 * x_split.shape[3]):
                 dst = x_split[n, h, w % 2, w // 2]
-                if 1 <= h <= H and 1 <= w <= W:
-                    src = x[n0 + n, h - 1, w - 1]
+                if offset <= h < H + offset and offset <= w < W + offset:
+                    src = x[n0 + n, h - offset, w - offset]
                     for c in range(C):
                         dst[c] = src[c]
                 else:
@@ -231,6 +246,66 @@ def _transform_output(M, n0, n1, S, y):
                         y_row[2 * t_x + 1, o] = b[t_x, o] - c[t_x, o] - d[t_x, o]
 
 
+def _transform_input_adjoint(dV, images, t_h, E, dx_split):
+    """dx_pad[n, 2t_y + a, 2t_x + b] += (B dV Bᵀ)[a, b] for every tile: the adjoint of the tiles
+    and of V = Bᵀ d B (tiles overlap by 2, so their gradients add).
+
+    dV: (16, tiles·C + padding) like V; dx_split: x_split's layout, zeros to add into;
+    E: (16, t_w·C) scratch. A tile row at a time, in two steps as the equation reads:
+        E = dV B     E[ξ, b] = Σ_ν dV[ξ, ν] Bᵀ[ν, b]
+        dd = B E     dd[a, b] = Σ_ξ Bᵀ[ξ, a] E[ξ, b], added into the run of d[a, b]
+    with Bᵀ's columns (1, 0, 0, 0), (0, 1, -1, 1), (-1, 1, 1, 0), (0, 0, 0, -1).
+    """
+    C, H_pad, half = dx_split.shape[4], dx_split.shape[1], dx_split.shape[3]
+    run = (half - 1) * C
+    dx_flat = dx_split.reshape(-1)
+    for n in range(images):
+        for t_y in range(t_h):
+            start = (n * t_h + t_y) * run
+            for xi in range(4):                             # E[ξ, b], b = 0..3
+                v0, v1 = dV[4 * xi, start:start + run], dV[4 * xi + 1, start:start + run]
+                v2, v3 = dV[4 * xi + 2, start:start + run], dV[4 * xi + 3, start:start + run]
+                e0, e1 = E[4 * xi, :run], E[4 * xi + 1, :run]
+                e2, e3 = E[4 * xi + 2, :run], E[4 * xi + 3, :run]
+                for i in range(run):
+                    e0[i] = v0[i]
+                for i in range(run):
+                    e1[i] = v1[i] - v2[i] + v3[i]
+                for i in range(run):
+                    e2[i] = v1[i] + v2[i] - v0[i]
+                for i in range(run):
+                    e3[i] = -v3[i]
+            for b in range(4):                              # dd[a, b], a = 0..3, added
+                e0, e1 = E[b, :run], E[4 + b, :run]
+                e2, e3 = E[8 + b, :run], E[12 + b, :run]
+                d0 = _term(dx_flat, n, 2 * t_y, b, H_pad, half, C, run)
+                d1 = _term(dx_flat, n, 2 * t_y + 1, b, H_pad, half, C, run)
+                d2 = _term(dx_flat, n, 2 * t_y + 2, b, H_pad, half, C, run)
+                d3 = _term(dx_flat, n, 2 * t_y + 3, b, H_pad, half, C, run)
+                for i in range(run):
+                    d0[i] += e0[i]
+                for i in range(run):
+                    d1[i] += e1[i] - e2[i] + e3[i]
+                for i in range(run):
+                    d2[i] += e1[i] + e2[i] - e0[i]
+                for i in range(run):
+                    d3[i] -= e3[i]
+
+
+def _join_columns(x_split, n0, n1, offset, x):
+    """The inverse of _split_columns: x[n, h, w] = x_pad[n - n0, h + offset, w + offset]."""
+    N, H, W, C = x.shape
+    for n in range(n1 - n0):
+        for h in range(H):
+            for w in range(W):
+                src = x_split[n, h + offset, (w + offset) % 2, (w + offset) // 2]
+                dst = x[n0 + n, h, w]
+                for c in range(C):
+                    dst[c] = src[c]
+
+
+_transform_input_adjoint = numba.njit(nogil=True, cache=True)(_transform_input_adjoint)
+_join_columns = numba.njit(nogil=True, cache=True)(_join_columns)
 _transform_weight = numba.njit(nogil=True, cache=True)(_transform_weight)
 _split_columns = numba.njit(nogil=True, cache=True)(_split_columns)
 _term = numba.njit(cache=True, inline="always")(_term)
@@ -282,7 +357,7 @@ def conv3x3_forward(x_nhwc: np.ndarray, weight: np.ndarray, bias: np.ndarray | N
         for n0 in range(n_lo, n_hi, images):
             n1 = min(n0 + images, n_hi)
             T = (n1 - n0) * t_h * t_w
-            _split_columns(x_nhwc, n0, n1, x_split)
+            _split_columns(x_nhwc, n0, n1, 1, x_split)
             _transform_input(x_split, n1 - n0, TERM_ROWS, TERM_COLS, signs, V_buffer)
             np.matmul(V[:, :T], U_t, out=M[:, :T])           # M[p] = V[p] · U[p]ᵀ
             _transform_output(M_buffer, n0, n1, S, y_nhwc)
@@ -294,3 +369,69 @@ def conv3x3_forward(x_nhwc: np.ndarray, weight: np.ndarray, bias: np.ndarray | N
 
     parallel(work, N)
     return y_nhwc
+
+
+def conv3x3_backward(x_nhwc: np.ndarray, dy_nhwc: np.ndarray, weight: np.ndarray,
+                     need_bias: bool, need_input_grad: bool = True):
+    """Gradients of conv3x3_forward by the same algorithm: (dx channels-last or None, dW, db or None).
+
+    x_nhwc: (N, H, W, C_in), dy_nhwc: (N, H, W, C_out), both C-contiguous. Y = Aᵀ M A and
+    M[p] = V[p] · U[p]ᵀ are linear, so, tile by tile and plane by plane:
+        dM    = A dY Aᵀ                   dY's 2×2 tile -> 4×4 (the same kernel as V's, other terms)
+        dU[p] = Σ_tiles dM[p]ᵀ · V[p]     (C_out, C_in): 16 GEMMs, V recomputed from x
+        dV[p] = dM[p] · U[p]              (tiles, C_in): 16 GEMMs
+        dx    = Σ_tiles B dV Bᵀ           each tile's 4×4 gradient added where it came from
+        dW    = Gᵀ dU G                   per (o, c)
+    2.25x fewer multiplications than im2col's two products, as in the forward.
+    """
+    N, H, W, C_in = x_nhwc.shape
+    C_out, dtype = weight.shape[0], x_nhwc.dtype
+    t_h, t_w = tiles(H, W)
+    U = transformed_weight(weight) if need_input_grad else None   # (16, C_out, C_in)
+    signs, dy_signs = TERM_SIGNS.astype(dtype), DY_SIGNS.astype(dtype)
+    dx_nhwc = np.empty_like(x_nhwc) if need_input_grad else None
+    dy_rows = dy_nhwc.reshape(-1, C_out)
+    per_image = 16 * t_h * t_w * (2 * C_in + C_out) * dtype.itemsize
+    group = max(1, CHUNK_BYTES // per_image, -(-MIN_TILES // (t_h * t_w)))
+
+    def work(worker, n_lo, n_hi):
+        images = min(group, n_hi - n_lo)
+        split_shape = (images, 2 * t_h + 2, 2, t_w + 1)
+        x_split = scratch(worker, "winograd x_split", (*split_shape, C_in), dtype)
+        dy_split = scratch(worker, "winograd dy_split", (*split_shape, C_out), dtype)
+        V_buffer, V = _planes(worker, "winograd V", images * t_h * t_w, C_in, dtype)
+        dM_buffer, dM = _planes(worker, "winograd M", images * t_h * t_w, C_out, dtype)
+        dU = np.empty((16, C_out, C_in), dtype)             # this worker's sum over its tiles
+        if need_input_grad:
+            dV_buffer, dV = _planes(worker, "winograd dV", images * t_h * t_w, C_in, dtype)
+            dx_split = scratch(worker, "winograd dx_split", (*split_shape, C_in), dtype)
+            E = scratch(worker, "winograd E", (16, t_w * C_in), dtype)
+        for n0 in range(n_lo, n_hi, images):
+            n1 = min(n0 + images, n_hi)
+            T = (n1 - n0) * t_h * t_w
+            _split_columns(x_nhwc, n0, n1, 1, x_split)
+            _transform_input(x_split, n1 - n0, TERM_ROWS, TERM_COLS, signs, V_buffer)
+            _split_columns(dy_nhwc, n0, n1, 0, dy_split)
+            _transform_input(dy_split, n1 - n0, DY_ROWS, DY_COLS, dy_signs, dM_buffer)
+            dM_t = dM[:, :T].transpose(0, 2, 1)             # (16, C_out, T)
+            if n0 == n_lo:
+                np.matmul(dM_t, V[:, :T], out=dU)           # dU[p] = dM[p]ᵀ · V[p]
+            else:
+                dU += np.matmul(dM_t, V[:, :T], out=scratch(worker, "winograd dU", dU.shape, dtype))
+            if need_input_grad:
+                np.matmul(dM[:, :T], U, out=dV[:, :T])     # dV[p] = dM[p] · U[p]
+                dx_split[:n1 - n0] = 0
+                _transform_input_adjoint(dV_buffer, n1 - n0, t_h, E, dx_split)
+                _join_columns(dx_split, n0, n1, 1, dx_nhwc)
+        rows = dy_rows[n_lo * H * W:n_hi * H * W]
+        return dU, rows.sum(axis=0, dtype=np.float64) if need_bias else None
+
+    results = parallel(work, N)
+    dU = results[0][0]
+    for part, _ in results[1:]:
+        dU += part
+    # dW[o, c, i, j] = Σ_(ξ, ν) G[ξ, i] G[ν, j] dU[4ξ + ν, o, c]: one product with G ⊗ G
+    GG = np.kron(G, G).astype(dtype)                        # (16, 9): [(ξ, ν), (i, j)]
+    dW = (GG.T @ dU.reshape(16, -1)).reshape(3, 3, C_out, C_in).transpose(2, 3, 0, 1)
+    db = sum(r[1] for r in results).astype(dtype) if need_bias else None
+    return dx_nhwc, np.ascontiguousarray(dW), db

@@ -15,8 +15,8 @@ the rows of `cols` and of W split the same way and each group is its own GEMM.
 What you read below is the reference. With the default "numba" backend a convolution with
 groups = 1 runs the same equations on channels-last memory, a cache-sized chunk of `cols` at
 a time, on every core (kernels/conv_nhwc.py), and the forward of a 3x3 stride-1 conv with 16
-channels or more by Winograd's F(2x2, 3x3), 2.25x fewer multiplications (kernels/winograd.py);
-tests check that they agree.
+channels or more by Winograd's F(2x2, 3x3), forward and backward, 2.25x fewer multiplications
+(kernels/winograd.py); tests check that they agree.
 """
 
 from __future__ import annotations
