@@ -384,6 +384,8 @@ def conv3x3_backward(x_nhwc: np.ndarray, dy_nhwc: np.ndarray, weight: np.ndarray
         dW    = Gᵀ dU G                   per (o, c)
     2.25x fewer multiplications than im2col's two products, as in the forward.
     """
+    # conv_nhwc imports this module, so its helpers are imported here, when first needed
+    from .conv_nhwc import _add_product, _sum_over_workers
     N, H, W, C_in = x_nhwc.shape
     C_out, dtype = weight.shape[0], x_nhwc.dtype
     t_h, t_w = tiles(H, W)
@@ -413,11 +415,8 @@ def conv3x3_backward(x_nhwc: np.ndarray, dy_nhwc: np.ndarray, weight: np.ndarray
             _transform_input(x_split, n1 - n0, TERM_ROWS, TERM_COLS, signs, V_buffer)
             _split_columns(dy_nhwc, n0, n1, 0, dy_split)
             _transform_input(dy_split, n1 - n0, DY_ROWS, DY_COLS, dy_signs, dM_buffer)
-            dM_t = dM[:, :T].transpose(0, 2, 1)             # (16, C_out, T)
-            if n0 == n_lo:
-                np.matmul(dM_t, V[:, :T], out=dU)           # dU[p] = dM[p]ᵀ · V[p]
-            else:
-                dU += np.matmul(dM_t, V[:, :T], out=scratch(worker, "winograd dU", dU.shape, dtype))
+            # dU[p] += dM[p]ᵀ · V[p]
+            _add_product(worker, dU, n0 == n_lo, dM[:, :T].transpose(0, 2, 1), V[:, :T])
             if need_input_grad:
                 np.matmul(dM[:, :T], U, out=dV[:, :T])     # dV[p] = dM[p] · U[p]
                 dx_split[:n1 - n0] = 0
@@ -426,12 +425,8 @@ def conv3x3_backward(x_nhwc: np.ndarray, dy_nhwc: np.ndarray, weight: np.ndarray
         rows = dy_rows[n_lo * H * W:n_hi * H * W]
         return dU, rows.sum(axis=0, dtype=np.float64) if need_bias else None
 
-    results = parallel(work, N)
-    dU = results[0][0]
-    for part, _ in results[1:]:
-        dU += part
+    dU, db = _sum_over_workers(parallel(work, N), need_bias, dtype)
     # dW[o, c, i, j] = Σ_(ξ, ν) G[ξ, i] G[ν, j] dU[4ξ + ν, o, c]: one product with G ⊗ G
     GG = np.kron(G, G).astype(dtype)                        # (16, 9): [(ξ, ν), (i, j)]
     dW = (GG.T @ dU.reshape(16, -1)).reshape(3, 3, C_out, C_in).transpose(2, 3, 0, 1)
-    db = sum(r[1] for r in results).astype(dtype) if need_bias else None
     return dx_nhwc, np.ascontiguousarray(dW), db
