@@ -292,7 +292,8 @@ def layer_label(m: Module) -> str:
 
 
 def forward_route(m: Module, shape: tuple) -> str | None:
-    """How the fast path computes a conv's forward: "winograd", "im2col" or "gemm" (1x1, stride 1)."""
+    """How the fast path computes a conv (forward, and so backward): "winograd", "im2col" or
+    "gemm" (1x1, stride 1)."""
     if not isinstance(m, Conv2d):
         return None
     from .kernels import winograd

@@ -59,8 +59,8 @@ def _layer_table(report: dict) -> list[str]:
     lines = ["", "each distinct layer alone (GF/s: GFLOP/s, FLOPs = 2·MACs, backward = 2x forward; "
                  "% ceil: forward / sgemm)"]
     if any(row.get("forward_route") == "winograd" for row in report["layers"]):
-        lines.append("w: forward by Winograd's F(2x2, 3x3) (kernels/winograd.py), 2.25x fewer "
-                     "multiplications; its GF/s count the direct conv's FLOPs, so % ceil can pass 100")
+        lines.append("w: forward and backward by Winograd's F(2x2, 3x3) (kernels/winograd.py), 2.25x "
+                     "fewer multiplications; its GF/s count the direct conv's FLOPs, so % ceil can pass 100")
     if torch_rows:
         lines.append("torch ms: PyTorch's n x (fwd+bwd) for the same layer and input; "
                      "speed: torch ms / ours (above 1: numpy-resnet is faster)")

@@ -55,7 +55,7 @@ def test_bench_prints_every_section(bench_run):
     text, _ = bench_run
     for heading in ["ceiling:", "each distinct layer alone", "training step (forward, loss",
                     "inference (eval mode", "share of the training step", "peak memory",
-                    "w: forward by Winograd", "conv3x3 16->16 w "]:
+                    "w: forward and backward by Winograd", "conv3x3 16->16 w "]:
         assert heading in text
 
 
