@@ -203,7 +203,8 @@ def _transform_input(x_split, images, rows, cols, signs, V):
 
 
 def _term(x_flat, n, h, b, H_pad, half, C, run):
-    """The run of d[a, b] over a tile row: x_split[n, h, b % 2, b // 2 :][: t_w] flattened."""
+    """The run of d[a, b] over a tile row: x_split[n, h, b % 2, b // 2 :][: t_w] flattened
+    (a view: the backward adds dx's tile gradients into the same runs of dx_split)."""
     start = (((n * H_pad + h) * 2 + b % 2) * half + b // 2) * C
     return x_flat[start:start + run]
 
