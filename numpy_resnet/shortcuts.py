@@ -54,7 +54,9 @@ class ZeroPadShortcut(Module):
         s = self.stride
         kept = x[:, :, ::s, ::s]                                   # (N, C_in, H_out, W_out)
         N, _, H_out, W_out = kept.shape
-        y = np.zeros((N, self.out_channels, H_out, W_out), dtype=x.dtype)
+        # zeros in x's memory order (channels-last stays channels-last, as the fast path's
+        # layers pass their outputs), so that the block's sum and the next conv need no copy
+        y = np.zeros_like(kept, shape=(N, self.out_channels, H_out, W_out))
         y[:, :self.in_channels] = kept                             # the padding stays zero
         self.x_shape = x.shape
         return y

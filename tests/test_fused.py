@@ -106,3 +106,40 @@ def test_a_recorded_model_runs_layer_by_layer_so_every_layer_is_seen():
         model.backward(np.ones_like(model(x)))
     relus = [name for name, r in recorder.layers.items() if r.get("kind") == "ReLU"]
     assert len(relus) == sum(isinstance(m, ReLU) for m in model.modules())
+
+
+def test_a_block_folds_its_sum_into_the_last_batchnorm_and_keeps_each_layers_cache():
+    for block, last in ((BasicBlock(4, 4), "2"), (Bottleneck(16, 4), "3")):
+        x = np.random.default_rng(4).standard_normal((2, block.conv1.in_channels, 6, 6))
+        x = x.astype(np.float32)
+        for train in (True, False):
+            block.train(train)
+            conv, bn, relu = (getattr(block, name + last) for name in ("conv", "bn", "relu"))
+            z = block(x)
+            assert relu.output is z                          # what ReLU's fast forward keeps
+            inner_relu = getattr(block, f"relu{int(last) - 1}")
+            assert conv.cache[1] is inner_relu.output        # conv kept its input
+            y = bn.cache[1]                                  # BatchNorm kept conv's output
+            expected = relu(bn(y) + x)
+            np.testing.assert_array_equal(z, expected)
+
+
+def test_the_sum_is_the_blocks_own_where_it_cannot_be_folded():
+    calls = []
+
+    class CountingBlock(BasicBlock):
+        def _branch(self, x):
+            calls.append("branch")
+            return super()._branch(x)
+
+    x = np.random.default_rng(5).standard_normal((2, 4, 6, 6)).astype(np.float32)
+    CountingBlock(4, 4)(x)                                   # a subclass's own F is called
+    assert calls == ["branch"]
+    block = BasicBlock(4, 4)
+    object.__setattr__(block, "_branch", lambda x: calls.append("instance") or x)
+    block(x)                                                 # so is an instance's (the grader's)
+    assert calls == ["branch", "instance"]
+    with pytest.MonkeyPatch.context() as patch:              # an assignment with `residual` stubbed
+        patch.setattr(fused, "SUM", False)
+        CountingBlock(4, 4)(x)
+    assert calls == ["branch", "instance", "branch"]

@@ -11,9 +11,10 @@ Markers in the library (comment lines, so the reference runs unchanged):
 
 A stubbed region becomes `raise NotImplementedError("<part>: <hint>")` at the region's
 indentation; an unstubbed one keeps its code and loses its marker lines.
-The one WHEN STUBBED marker sits in kernels/__init__.py: with the conv, batchnorm or activations
+Two WHEN STUBBED markers: in kernels/__init__.py, with the conv, batchnorm or activations
 part stubbed the copy's default backend is "numpy", so the layers and im2col/col2im run the
-student's code and not the fast path or the Numba twin.
+student's code and not the fast path or the Numba twin; in kernels/fused.py, with the
+residual part stubbed the blocks run the student's forward, not the fast path's folded sum.
 """
 
 from __future__ import annotations

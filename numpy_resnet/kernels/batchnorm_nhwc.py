@@ -48,12 +48,16 @@ def _centered_squares(x, mu, lo, hi):
     return total
 
 
-def _normalize(x, mu, inv_std, gamma, beta, lo, hi, y, relu):
-    """y = γ · ((x - μ) · inv_std) + β, in x's dtype; then max(y, 0) if relu (as _relu does)."""
+def _normalize(x, mu, inv_std, gamma, beta, lo, hi, y, relu, s):
+    """y = γ · ((x - μ) · inv_std) + β, in x's dtype; plus s (a block's shortcut) unless s is
+    None, then max(y, 0) if relu (as _relu does). Each step rounds as the separate passes do."""
     x, y = x[lo:hi], y[lo:hi]
+    s_rows = s[lo:hi] if s is not None else x
     for r in range(x.shape[0]):
         for c in range(x.shape[1]):
             v = gamma[c] * ((x[r, c] - mu[c]) * inv_std[c]) + beta[c]
+            if s is not None:
+                v = v + s_rows[r, c]
             y[r, c] = (0 if v <= 0 else v) if relu else v
 
 
@@ -144,15 +148,18 @@ def batch_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalize(x: np.ndarray, mu: np.ndarray, inv_std: np.ndarray, gamma: np.ndarray,
-              beta: np.ndarray, relu: bool = False) -> np.ndarray:
+              beta: np.ndarray, relu: bool = False, residual: np.ndarray | None = None) -> np.ndarray:
     """y = γ · ((x - μ) · inv_std) + β: (N, C, H, W) -> (N, C, H, W) channels-last.
 
-    mu, inv_std, gamma, beta: (C,) in x's dtype. relu: return max(y, 0) instead, in the same
-    pass (a ReLU after the BatchNorm, folded in: kernels/fused.py).
+    mu, inv_std, gamma, beta: (C,) in x's dtype. Folded into the same pass (kernels/fused.py):
+    residual, x's shape and dtype: return y + residual (a residual block's sum); relu: then
+    max(·, 0) (the ReLU after the BatchNorm or after the sum).
     """
     x_rows = _rows(x)
+    s_rows = None if residual is None else _rows(residual)
     y, y_rows = _output_like(x)
-    parallel(lambda w, lo, hi: _normalize(x_rows, mu, inv_std, gamma, beta, lo, hi, y_rows, relu),
+    parallel(lambda w, lo, hi: _normalize(x_rows, mu, inv_std, gamma, beta, lo, hi, y_rows, relu,
+                                          s_rows),
              x_rows.shape[0], _grain(x_rows))
     return y
 

@@ -9,6 +9,9 @@ same numbers, bit for bit, and leave the same caches, so each layer's own backwa
                z[rows] = max(γ · ((y[rows] - μ) · inv_std) + β, 0)
     train  the batch statistics need all of y first; then one pass writes z = max(bn(y), 0),
            and BatchNorm's output, which nothing needs once ReLU has z, is never written
+    sum    a residual block's last BatchNorm, its sum with the shortcut s and the ReLU after
+           it, z = max(bn(y) + s, 0), are that same pass (eval or train) with s read in: the
+           sum's two passes (read two arrays, write one; then ReLU's) are not made
     back   dL/dy = dL/dz · [z > 0] is formed inside BatchNorm's backward loops instead of in
            a ReLU pass of its own (bn_relu_backward)
 
@@ -32,6 +35,10 @@ from . import fast_path
 
 
 ENABLED = True         # False: always the layers one after the other (tests compare the two)
+# The blocks fold their sum into the last BatchNorm's pass (blocks.py), except in an assignment
+# copy whose student writes the blocks' forward: there the student's sum must be what runs.
+# WHEN STUBBED residual: SUM = False
+SUM = True
 
 
 def fusable(conv, bn, relu=None) -> bool:
@@ -46,35 +53,44 @@ def fusable(conv, bn, relu=None) -> bool:
             and len({m.training for m, _ in layers}) == 1)
 
 
-def conv_bn_relu(conv, bn, relu, x: np.ndarray) -> np.ndarray:
-    """relu(bn(conv(x))), or bn(conv(x)) if relu is None: x (N, C_in, H, W) -> (N, C_out, H', W')."""
-    if not fusable(conv, bn, relu):
+def conv_bn_relu(conv, bn, relu, x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
+    """relu(bn(conv(x))), or bn(conv(x)) if relu is None: x (N, C_in, H, W) -> (N, C_out, H', W').
+
+    residual: a residual block's shortcut, shaped like the output: relu(bn(conv(x)) + residual),
+    the block's sum computed in BatchNorm's pass (blocks.py checks the shapes first).
+    """
+    if not fusable(conv, bn, relu) or (residual is not None and residual.dtype != x.dtype):
         y = bn(conv(x))
+        if residual is not None:
+            y = y + residual
         return y if relu is None else relu(y)
     if bn.training:
         from .batchnorm_nhwc import normalize
         y = conv(x)
         mu, inv_std = bn._fast_statistics(y)                # batch statistics, running ones updated
-        z = normalize(y, mu, inv_std, bn.weight.data, bn.bias.data, relu=relu is not None)
+        z = normalize(y, mu, inv_std, bn.weight.data, bn.bias.data, relu=relu is not None,
+                      residual=residual)
     else:
-        y, z = _conv_with_bn_relu(conv, bn, relu is not None, x)
+        y, z = _conv_with_bn_relu(conv, bn, relu is not None, x, residual)
     if relu is not None:
         relu.mask, relu.output = None, z                    # what ReLU's fast forward keeps
     return z
 
 
-def _conv_with_bn_relu(conv, bn, relu: bool, x: np.ndarray):
-    """Eval: the conv with BatchNorm (and ReLU) as its epilogue -> (conv's y, z)."""
-    from .batchnorm_nhwc import _normalize
+def _conv_with_bn_relu(conv, bn, relu: bool, x: np.ndarray, residual: np.ndarray | None):
+    """Eval: the conv with BatchNorm (and the sum, and ReLU) as its epilogue -> (conv's y, z)."""
+    from .batchnorm_nhwc import _normalize, _rows
     from .conv_nhwc import conv2d_forward, from_nhwc
     H_out, W_out = conv._output_size(x)                     # checks x as conv's forward does
     mu, inv_std = bn._mu_inv_std(bn.running_mean, bn.running_var, x.dtype)
     gamma, beta = bn.weight.data, bn.bias.data
     z_nhwc = np.empty((x.shape[0], H_out, W_out, conv.out_channels), x.dtype)
     z_rows = z_nhwc.reshape(-1, conv.out_channels)
+    s_rows = None if residual is None else _rows(residual)
 
-    def bn_relu(y_chunk, a, b):                             # z[rows] = relu(bn(y[rows]))
-        _normalize(y_chunk, mu, inv_std, gamma, beta, 0, b - a, z_rows[a:b], relu)
+    def bn_relu(y_chunk, a, b):                             # z[rows] = relu(bn(y[rows]) + s[rows])
+        s_chunk = None if s_rows is None else s_rows[a:b]
+        _normalize(y_chunk, mu, inv_std, gamma, beta, 0, b - a, z_rows[a:b], relu, s_chunk)
 
     bias = None if conv.bias is None else conv.bias.data
     y = conv2d_forward(x, conv.weight.data, bias, conv.stride, conv.padding, epilogue=bn_relu)
