@@ -106,6 +106,17 @@ def test_zero_pad_shortcut_keeps_input_channels_first_and_zeros_after():
     assert not y[:, 2:].any()
 
 
+def test_zero_pad_shortcut_keeps_the_input_memory_order():
+    x = np.arange(2 * 2 * 4 * 4, dtype=np.float32).reshape(2, 2, 4, 4)
+    channels_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    for given, contiguous in ((x, "C"), (channels_last, "channels-last")):
+        y = ZeroPadShortcut(2, 5, stride=2)(given)
+        np.testing.assert_array_equal(y[:, :2], x[:, :, ::2, ::2])
+        assert not y[:, 2:].any()
+        memory = y if contiguous == "C" else y.transpose(0, 2, 3, 1)
+        assert memory.flags.c_contiguous, contiguous
+
+
 def test_block_with_zero_last_gamma_is_relu_of_its_input_forward_and_backward():
     # γ = 0 in the last BN silences F: y = relu(x), and the whole gradient takes the skip
     for block, x_shape in [(basic(4, 4), (2, 4, 5, 5)), (bottleneck(8, 2), (2, 8, 5, 5))]:
