@@ -143,3 +143,11 @@ def test_the_sum_is_the_blocks_own_where_it_cannot_be_folded():
         patch.setattr(fused, "SUM", False)
         CountingBlock(4, 4)(x)
     assert calls == ["branch", "instance", "branch"]
+
+
+def test_a_residual_of_the_wrong_shape_is_an_error_not_a_read_past_its_end():
+    conv, bn, relu = Conv2d(3, 5, 3, padding=1, bias=False), BatchNorm2d(5), ReLU()
+    x = np.zeros((2, 3, 6, 6), np.float32)
+    message = r"gives \(2, 5, 6, 6\), but the residual added to it is \(2, 5, 3, 3\)"
+    with pytest.raises(ValueError, match=message):
+        fused.conv_bn_relu(conv, bn, relu, x, residual=np.zeros((2, 5, 3, 3), np.float32))

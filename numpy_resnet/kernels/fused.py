@@ -58,8 +58,14 @@ def conv_bn_relu(conv, bn, relu, x: np.ndarray, residual: np.ndarray | None = No
     """relu(bn(conv(x))), or bn(conv(x)) if relu is None: x (N, C_in, H, W) -> (N, C_out, H', W').
 
     residual: a residual block's shortcut, shaped like the output: relu(bn(conv(x)) + residual),
-    the block's sum computed in BatchNorm's pass (blocks.py checks the shapes first).
+    the block's sum computed in BatchNorm's pass (blocks.py checks the shapes first, with
+    its own message; the check here keeps the kernels from reading past the residual).
     """
+    if residual is not None:
+        expected = (x.shape[0], conv.out_channels, *conv._output_size(x))
+        if residual.shape != expected:
+            raise ValueError(f"conv_bn_relu: {conv!r} gives {expected}, but the residual "
+                             f"added to it is {residual.shape}")
     if not fusable(conv, bn, relu) or (residual is not None and residual.dtype != x.dtype):
         y = bn(conv(x))
         if residual is not None:
