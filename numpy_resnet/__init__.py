@@ -1,10 +1,11 @@
 """numpy-resnet: residual networks in pure NumPy, every backward pass written by hand."""
 
 from . import models, nn
+from .engine import get_engine, use_engine
 from .kernels.threads import get_num_threads, set_num_threads
 from .random import manual_seed
 from .summary import summary
 
 __version__ = "0.1.0"
 
-__all__ = ["nn", "models", "manual_seed", "summary", "get_num_threads", "set_num_threads", "__version__"]
+__all__ = ["nn", "models", "use_engine", "get_engine", "manual_seed", "summary", "get_num_threads", "set_num_threads", "__version__"]

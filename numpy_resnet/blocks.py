@@ -13,19 +13,15 @@ and the second term carries d to x unchanged, however badly F's Jacobian behaves
 a downsample module); the paper's "plain" networks, for comparing the two.
 Arguments and attribute names are torchvision's, so the `state_dict` keys are too; each
 use of a ReLU is its own instance (relu1, relu2, ...), since our layers keep their cache.
-`conv_bn_relu(conv, bn, relu, x)` is relu(bn(conv(x))) and `bn_relu_backward(bn, relu, d)`
-is bn.backward(relu.backward(d)): the layers one after the other, or on the fast path the
-same numbers in fewer passes over memory (kernels/fused.py). On the fast path a residual
-block's forward also folds its sum and last ReLU into the last BatchNorm's pass
-(`_forward_sum_folded`, before the solution code, which gives the same numbers).
+This is the reference; the fast engine (numpy_resnet/engine) runs the same block with
+conv -> BN -> ReLU and the sum computed in fewer passes over memory, and tests check that
+the two agree.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .kernels import fused
-from .kernels.fused import bn_relu_backward, conv_bn_relu
 from .nn import BatchNorm2d, Conv2d, Module, ReLU
 
 
@@ -46,39 +42,18 @@ def _check_downsample(block: Module, downsample: Module | None, residual: bool) 
                          f"shortcut, so it takes no downsample module")
 
 
-def _shortcut(block: Module, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+def shortcut(block: Module, x: np.ndarray, out_shape: tuple) -> np.ndarray:
     """x itself, or downsample(x) when the block changes the shape; it must match F(x)."""
-    return _checked_shortcut(block, x, out.shape)
-
-
-def _checked_shortcut(block: Module, x: np.ndarray, out_shape: tuple) -> np.ndarray:
-    shortcut = x if block.downsample is None else block.downsample(x)
-    if shortcut.shape != tuple(out_shape):
-        raise ValueError(f"{type(block).__name__}: the shortcut gives {shortcut.shape} but the "
+    s = x if block.downsample is None else block.downsample(x)
+    if s.shape != tuple(out_shape):
+        raise ValueError(f"{type(block).__name__}: the shortcut gives {s.shape} but the "
                          f"branch F(x) gives {tuple(out_shape)}; pass a downsample module")
-    return shortcut
+    return s
 
 
-def _sum_folds(block: Module, base: type, conv: Conv2d, bn: BatchNorm2d, relu: ReLU) -> bool:
-    """Can the block's forward run with its sum and last ReLU inside the last BatchNorm's pass?
-
-    On the fast path, for a residual block whose F is its class's own (kernels/fused.py).
-    """
-    return (fused.SUM and block.residual and type(block)._branch is base._branch
-            and "_branch" not in vars(block) and fused.fusable(conv, bn, relu))
-
-
-def _forward_sum_folded(block: Module, x: np.ndarray, h: np.ndarray, conv: Conv2d,
-                        bn: BatchNorm2d, relu: ReLU) -> np.ndarray:
-    """relu(bn(conv(h)) + shortcut(x)), h: F's input to its last conv. The numbers of the
-    block's forward (BEGIN SOLUTION below), with the sum and the ReLU in BatchNorm's pass."""
-    out_shape = (h.shape[0], conv.out_channels, *conv._output_size(h))
-    return conv_bn_relu(conv, bn, relu, h, residual=_checked_shortcut(block, x, out_shape))
-
-
-def _shortcut_backward(downsample: Module | None, d_out: np.ndarray) -> np.ndarray:
+def shortcut_backward(block: Module, d_out: np.ndarray) -> np.ndarray:
     """Gradient through the shortcut: unchanged through the identity, else its backward."""
-    return d_out if downsample is None else downsample.backward(d_out)
+    return d_out if block.downsample is None else block.downsample.backward(d_out)
 
 
 class BasicBlock(Module):
@@ -111,39 +86,28 @@ class BasicBlock(Module):
         return "" if self.residual else "residual=False"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        if _sum_folds(self, BasicBlock, self.conv2, self.bn2, self.relu2):   # the fast path
-            h = conv_bn_relu(self.conv1, self.bn1, self.relu1, x)
-            return _forward_sum_folded(self, x, h, self.conv2, self.bn2, self.relu2)
         # BEGIN SOLUTION residual
-        # HINT: out = self._branch(x); if self.residual add _shortcut(self, x, out); return self.relu2(out)
-        out = self._branch(x)                               # F(x)
+        # HINT: F(x) = bn2(conv2(relu1(bn1(conv1(x))))); if self.residual add shortcut(self, x, out.shape);
+        # HINT: return self.relu2(...)
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))                     # F(x)
         if self.residual:
-            out = out + _shortcut(self, x, out)              # F(x) + shortcut(x)
+            out = out + shortcut(self, x, out.shape)        # F(x) + shortcut(x)
         return self.relu2(out)
         # END SOLUTION
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         # BEGIN SOLUTION residual
-        # HINT: back through relu2, then through F (self._branch_backward) and, if residual, through the
-        # HINT: shortcut (_shortcut_backward); x fed both paths, so add
+        # HINT: back through relu2, then through F (bn2, conv2, relu1, bn1, conv1) and, if residual,
+        # HINT: through the shortcut (shortcut_backward); x fed both paths, so add
         d_out = self.relu2.backward(grad_output)            # dL/d(F(x) + shortcut(x))
-        dx_residual = self._branch_backward(d_out)          # through F
+        d = self.conv2.backward(self.bn2.backward(d_out))
+        dx_residual = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))   # through F
         if not self.residual:
             return dx_residual                              # plain twin: F is the only path
-        dx_shortcut = _shortcut_backward(self.downsample, d_out)   # through the shortcut
+        dx_shortcut = shortcut_backward(self, d_out)        # through the shortcut
         return dx_residual + dx_shortcut                    # x fed both paths: gradients add
         # END SOLUTION
-
-    def _branch(self, x: np.ndarray) -> np.ndarray:
-        """F(x): (N, inplanes, H, W) -> (N, planes, H/s, W/s)."""
-        out = conv_bn_relu(self.conv1, self.bn1, self.relu1, x)     # relu1(bn1(conv1(x)))
-        return conv_bn_relu(self.conv2, self.bn2, None, out)        # bn2(conv2(out))
-
-    def _branch_backward(self, d: np.ndarray) -> np.ndarray:
-        """F'ᵀ d, through bn2, conv2, relu1, bn1, conv1."""
-        d = self.conv2.backward(self.bn2.backward(d))
-        d = bn_relu_backward(self.bn1, self.relu1, d)               # bn1.backward(relu1.backward(d))
-        return self.conv1.backward(d)
 
 
 class Bottleneck(Module):
@@ -186,38 +150,27 @@ class Bottleneck(Module):
         return "" if self.residual else "residual=False"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        if _sum_folds(self, Bottleneck, self.conv3, self.bn3, self.relu3):   # the fast path
-            h = conv_bn_relu(self.conv1, self.bn1, self.relu1, x)
-            h = conv_bn_relu(self.conv2, self.bn2, self.relu2, h)
-            return _forward_sum_folded(self, x, h, self.conv3, self.bn3, self.relu3)
         # BEGIN SOLUTION residual
-        # HINT: out = self._branch(x); if self.residual add _shortcut(self, x, out); return self.relu3(out)
-        out = self._branch(x)                               # F(x)
+        # HINT: F(x) = bn3(conv3(relu2(bn2(conv2(relu1(bn1(conv1(x)))))))); if self.residual add
+        # HINT: shortcut(self, x, out.shape); return self.relu3(...)
+        out = self.relu1(self.bn1(self.conv1(x)))           # 1x1: reduce to `width`
+        out = self.relu2(self.bn2(self.conv2(out)))         # 3x3 (grouped for ResNeXt)
+        out = self.bn3(self.conv3(out))                     # 1x1: expand to 4·planes; F(x)
         if self.residual:
-            out = out + _shortcut(self, x, out)              # F(x) + shortcut(x)
+            out = out + shortcut(self, x, out.shape)        # F(x) + shortcut(x)
         return self.relu3(out)
         # END SOLUTION
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         # BEGIN SOLUTION residual
-        # HINT: back through relu3, then through F (self._branch_backward) and, if residual, through the
-        # HINT: shortcut (_shortcut_backward); x fed both paths, so add
+        # HINT: back through relu3, then through F (bn3, conv3, relu2, bn2, conv2, relu1, bn1, conv1)
+        # HINT: and, if residual, through the shortcut (shortcut_backward); x fed both paths, so add
         d_out = self.relu3.backward(grad_output)            # dL/d(F(x) + shortcut(x))
-        dx_residual = self._branch_backward(d_out)          # through F
+        d = self.conv3.backward(self.bn3.backward(d_out))
+        d = self.conv2.backward(self.bn2.backward(self.relu2.backward(d)))
+        dx_residual = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))   # through F
         if not self.residual:
             return dx_residual                              # plain twin: F is the only path
-        dx_shortcut = _shortcut_backward(self.downsample, d_out)   # through the shortcut
+        dx_shortcut = shortcut_backward(self, d_out)        # through the shortcut
         return dx_residual + dx_shortcut                    # x fed both paths: gradients add
         # END SOLUTION
-
-    def _branch(self, x: np.ndarray) -> np.ndarray:
-        """F(x): (N, inplanes, H, W) -> (N, 4·planes, H/s, W/s)."""
-        out = conv_bn_relu(self.conv1, self.bn1, self.relu1, x)   # 1x1: reduce to `width`
-        out = conv_bn_relu(self.conv2, self.bn2, self.relu2, out)   # 3x3 (grouped for ResNeXt)
-        return conv_bn_relu(self.conv3, self.bn3, None, out)        # 1x1: expand to 4·planes
-
-    def _branch_backward(self, d: np.ndarray) -> np.ndarray:
-        """F'ᵀ d, through bn3, conv3, relu2, bn2, conv2, relu1, bn1, conv1."""
-        d = self.conv3.backward(self.bn3.backward(d))
-        d = self.conv2.backward(bn_relu_backward(self.bn2, self.relu2, d))
-        return self.conv1.backward(bn_relu_backward(self.bn1, self.relu1, d))

@@ -26,7 +26,6 @@ from functools import partial
 import numpy as np
 
 from .blocks import BasicBlock, Bottleneck, conv3x3
-from .kernels.fused import bn_relu_backward, conv_bn_relu
 from .nn import (
     AdaptiveAvgPool2d,
     BatchNorm2d,
@@ -145,8 +144,7 @@ class ResNet(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x: (N, 3, H, W) -> (N, num_classes); e = block.expansion, 64 = width."""
-        x = conv_bn_relu(self.conv1, self.bn1, self.relu, x)   # relu(bn1(conv1(x)))
-                                                        # (N, 64, H/2, W/2); cifar: (N, 64, H, W)
+        x = self.relu(self.bn1(self.conv1(x)))          # (N, 64, H/2, W/2); cifar: (N, 64, H, W)
         x = self.maxpool(x)                             # (N, 64, H/4, W/4); cifar: unchanged
         for stage in self.stages:                       # layer1 ... layer4
             x = stage(x)                                # ... (N, 512·e, H/32, W/32)
@@ -167,7 +165,7 @@ class ResNet(Module):
         for stage in reversed(self.stages):             # layer4 ... layer1
             d = stage.backward(d)
         d = self.maxpool.backward(d)
-        d = bn_relu_backward(self.bn1, self.relu, d)    # bn1.backward(relu.backward(d))
+        d = self.bn1.backward(self.relu.backward(d))
         if not need_input_grad:
             return self.conv1.backward(d, need_input_grad=False)
         return self.conv1.backward(d)

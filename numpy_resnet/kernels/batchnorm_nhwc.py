@@ -151,7 +151,7 @@ def normalize(x: np.ndarray, mu: np.ndarray, inv_std: np.ndarray, gamma: np.ndar
               beta: np.ndarray, relu: bool = False, residual: np.ndarray | None = None) -> np.ndarray:
     """y = γ · ((x - μ) · inv_std) + β: (N, C, H, W) -> (N, C, H, W) channels-last.
 
-    mu, inv_std, gamma, beta: (C,) in x's dtype. Folded into the same pass (kernels/fused.py):
+    mu, inv_std, gamma, beta: (C,) in x's dtype. Folded into the same pass (numpy_resnet/engine/fused.py):
     residual, x's shape and dtype: return y + residual (a residual block's sum); relu: then
     max(·, 0) (the ReLU after the BatchNorm or after the sum).
     """

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import winograd
 from .im2col_numpy import conv_output_size
-from .threads import parallel, scratch
+from .threads import add_product, parallel, scratch, sum_over_workers
 
 # Chunk sizes, measured on ResNet-18's layers (2 cores, 1 MiB L2 each, 32 MiB L3): forward
 # chunks of 1-4 MiB are within a few per cent of each other and smaller ones are slower
@@ -193,7 +193,7 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
 
     weight: (C_out, C_in, k, k), bias: (C_out,) or None.  Y[rows] = cols[rows] · W_matᵀ + b.
     epilogue(Y[rows], first row, end row), if given, is called on each chunk of Y as soon as
-    it is computed, while it is still in the cache (kernels/fused.py: BatchNorm and ReLU).
+    it is computed, while it is still in the cache (the engine's fused BatchNorm and ReLU).
     3x3 stride-1 convs with enough channels take Winograd's route instead (winograd.py).
     """
     x_nhwc = to_nhwc(x)
@@ -282,11 +282,11 @@ def _flipped_backward(x_nhwc, dy_nhwc, weight, padding, need_bias):
         R = chunk_rows(K, dtype.itemsize, FORWARD_CHUNK_BYTES, hi - lo)
         for a, b, cols in _chunks_of_cols(worker, dy_nhwc, k, 1, p_flip, lo, hi, R, direct):
             np.matmul(cols, w_flip_t, out=dx_rows[a:b])    # dx = cols' · W'_matᵀ
-            _add_product(worker, dW_flip, a == lo, cols.T, x_rows[a:b])   # dW' += cols'ᵀ · x
+            add_product(worker, dW_flip, a == lo, cols.T, x_rows[a:b])   # dW' += cols'ᵀ · x
         dy_mine = dy_rows[n_lo * dy_per_image:n_hi * dy_per_image]
         return dW_flip, dy_mine.sum(axis=0, dtype=np.float64) if need_bias else None
 
-    dW_flip, db = _sum_over_workers(parallel(work, N), need_bias, dtype)
+    dW_flip, db = sum_over_workers(parallel(work, N), need_bias, dtype)
     # dW'[(i', j', o), c] -> dW[o, c, i, j] with i = k-1-i', j = k-1-j'
     dW = dW_flip.reshape(k, k, C_out, C_in)[::-1, ::-1].transpose(2, 3, 0, 1)
     return dx_nhwc, np.ascontiguousarray(dW), db
@@ -304,10 +304,10 @@ def _weight_grad(x_nhwc, dy_nhwc, weight, stride, padding, need_bias):
         dW = np.empty((C_out, K), dtype)                    # this worker's sum over its chunks
         R = chunk_rows(K, dtype.itemsize, BACKWARD_CHUNK_BYTES, hi - lo)
         for a, b, cols in _chunks_of_cols(worker, x_nhwc, k, stride, padding, lo, hi, R, direct):
-            _add_product(worker, dW, a == lo, dy_rows[a:b].T, cols)    # dW_mat += dY[rows]ᵀ · cols
+            add_product(worker, dW, a == lo, dy_rows[a:b].T, cols)    # dW_mat += dY[rows]ᵀ · cols
         return dW, dy_rows[lo:hi].sum(axis=0, dtype=np.float64) if need_bias else None
 
-    dW, db = _sum_over_workers(parallel(work, N), need_bias, dtype)
+    dW, db = sum_over_workers(parallel(work, N), need_bias, dtype)
     return weight_from_matrix(dW, weight.shape), db
 
 
@@ -325,23 +325,6 @@ def _chunks_of_cols(worker: int, x_nhwc: np.ndarray, k: int, stride: int, paddin
             cols = scratch(worker, "cols", (b - a, k * k * x_nhwc.shape[3]), x_nhwc.dtype)
             _im2col_rows(x_nhwc, k, stride, padding, a, b, cols)
             yield a, b, cols
-
-
-def _add_product(worker: int, total: np.ndarray, first: bool, a: np.ndarray, b: np.ndarray) -> None:
-    """total = a · b for a worker's first chunk, total += a · b for the others."""
-    if first:
-        np.matmul(a, b, out=total)
-    else:
-        total += np.matmul(a, b, out=scratch(worker, "dW", total.shape, total.dtype))
-
-
-def _sum_over_workers(results: list, need_bias: bool, dtype) -> tuple:
-    """The workers' (dW part, db part in float64 or None) -> (Σ dW, Σ db in dtype or None)."""
-    dW = results[0][0]
-    for part, _ in results[1:]:
-        dW += part
-    db = sum(r[1] for r in results).astype(dtype) if need_bias else None
-    return dW, db
 
 
 def _input_grad_col2im(x_nhwc, dy_nhwc, weight, stride, padding):

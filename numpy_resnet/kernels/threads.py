@@ -109,3 +109,21 @@ def scratch(worker: int, name: str, shape: tuple, dtype) -> np.ndarray:
     if buffer is None or buffer.size < size:
         buffer = _scratch[key] = np.empty(size, dtype)
     return buffer[:size].reshape(shape)
+
+
+# ----- what the workers' GEMMs share: per-worker sums, added at the end ---------------------
+def add_product(worker: int, total: np.ndarray, first: bool, a: np.ndarray, b: np.ndarray) -> None:
+    """total = a · b for a worker's first chunk, total += a · b for the others."""
+    if first:
+        np.matmul(a, b, out=total)
+    else:
+        total += np.matmul(a, b, out=scratch(worker, "dW", total.shape, total.dtype))
+
+
+def sum_over_workers(results: list, need_bias: bool, dtype) -> tuple:
+    """The workers' (dW part, db part in float64 or None) -> (Σ dW, Σ db in dtype or None)."""
+    dW = results[0][0]
+    for part, _ in results[1:]:
+        dW += part
+    db = sum(r[1] for r in results).astype(dtype) if need_bias else None
+    return dW, db

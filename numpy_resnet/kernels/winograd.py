@@ -50,7 +50,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .threads import parallel, scratch
+from .threads import add_product, parallel, scratch, sum_over_workers
 
 # ----- the three matrices (Lavin & Gray, section 4.1) ------------------------------------
 B_T = np.array([[1, 0, -1, 0],
@@ -388,8 +388,6 @@ def conv3x3_backward(x_nhwc: np.ndarray, dy_nhwc: np.ndarray, weight: np.ndarray
         dW    = Gᵀ dU G                   per (o, c)
     2.25x fewer multiplications than im2col's two products, as in the forward.
     """
-    # conv_nhwc imports this module, so its helpers are imported here, when first needed
-    from .conv_nhwc import _add_product, _sum_over_workers
     N, H, W, C_in = x_nhwc.shape
     C_out, dtype = weight.shape[0], x_nhwc.dtype
     t_h, t_w = tiles(H, W)
@@ -420,7 +418,7 @@ def conv3x3_backward(x_nhwc: np.ndarray, dy_nhwc: np.ndarray, weight: np.ndarray
             _split_columns(dy_nhwc, n0, n1, 0, dy_split)
             _transform_input(dy_split, n1 - n0, DY_ROWS, DY_COLS, dy_signs, dM_buffer)
             # dU[p] += dM[p]ᵀ · V[p]
-            _add_product(worker, dU, n0 == n_lo, dM[:, :T].transpose(0, 2, 1), V[:, :T])
+            add_product(worker, dU, n0 == n_lo, dM[:, :T].transpose(0, 2, 1), V[:, :T])
             if need_input_grad:
                 np.matmul(dM[:, :T], U, out=dV[:, :T])     # dV[p] = dM[p] · U[p]
                 dx_split[:n1 - n0] = 0
@@ -429,7 +427,7 @@ def conv3x3_backward(x_nhwc: np.ndarray, dy_nhwc: np.ndarray, weight: np.ndarray
         rows = dy_rows[n_lo * H * W:n_hi * H * W]
         return dU, rows.sum(axis=0, dtype=np.float64) if need_bias else None
 
-    dU, db = _sum_over_workers(parallel(work, N), need_bias, dtype)
+    dU, db = sum_over_workers(parallel(work, N), need_bias, dtype)
     # dW[o, c, i, j] = Σ_(ξ, ν) G[ξ, i] G[ν, j] dU[4ξ + ν, o, c]: one product with G ⊗ G
     GG = np.kron(G, G).astype(dtype)                        # (16, 9): [(ξ, ν), (i, j)]
     dW = (GG.T @ dU.reshape(16, -1)).reshape(3, 3, C_out, C_in).transpose(2, 3, 0, 1)

@@ -11,17 +11,14 @@ variance is the unbiased one, σ² · M / (M - 1)):
     running_var  ← (1 - momentum) running_var  + momentum σ² M / (M - 1)
 Eval uses the running statistics, so y is an affine function of x:  dx = γ dy / √(running_var + ε).
 
-What you read below is the reference. With the default "numba" backend the same formulas run
-as loops over channels-last memory on every core (kernels/batchnorm_nhwc.py), which keep x
-rather than x̂ and make no temporary arrays (each NumPy expression below makes one); tests
-check that the two agree.
+This is the reference. The fast engine (numpy_resnet/engine) runs the same formulas as loops
+over channels-last memory (kernels/batchnorm_nhwc.py); tests check that the two agree.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
 from .module import DEFAULT_DTYPE, Module, Parameter, check_input
 
 
@@ -41,15 +38,11 @@ class BatchNorm2d(Module):
         self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
         self.cache = None
 
-    _FAST = "channels-last"             # tags the fast path's cache: (_FAST, x, μ, 1/√(σ² + ε), training)
-
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_input(self, x, ndim=4, channels=self.num_features)
-        if kernels.fast_path(self, BatchNorm2d):
-            return self._forward_fast(x)
         # BEGIN SOLUTION batchnorm
         # HINT: train: μ, σ² (biased) per channel over (N, H, W), update the running stats; eval: use
         # HINT: running_mean/var; x̂ = (x - μ)/√(σ² + ε); cache (x̂, 1/√(σ² + ε), self.training); y = γ x̂ + β
@@ -85,8 +78,6 @@ class BatchNorm2d(Module):
         # END SOLUTION
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        if self._saved()[0] is self._FAST:
-            return self._backward_fast(grad_output)
         # BEGIN SOLUTION batchnorm
         # HINT: dβ = Σ dy, dγ = Σ dy x̂ (add into .grad); eval: dx = γ dy/√(var + ε); train: dx = γ/√(σ² + ε)
         # HINT: · (dy - mean(dy) - x̂ · mean(dy x̂))
@@ -105,41 +96,3 @@ class BatchNorm2d(Module):
         mean_dy_xhat = (sum_dy_xhat / M).astype(dy.dtype)[:, None, None]
         return scale * (dy - mean_dy - x_hat * mean_dy_xhat)
         # END SOLUTION
-
-    def _forward_fast(self, x: np.ndarray) -> np.ndarray:
-        """The reference forward's numbers, from kernels/batchnorm_nhwc.py; y is channels-last."""
-        from ..kernels import batchnorm_nhwc  # imports Numba on first use
-        mu, inv_std = self._fast_statistics(x)
-        return batchnorm_nhwc.normalize(x, mu, inv_std, self.weight.data, self.bias.data)
-
-    def _fast_statistics(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """μ and 1/√(σ² + ε) in x's dtype (batch statistics, running ones updated, or the
-        running ones in eval mode), with what the fast backward needs kept in the cache."""
-        from ..kernels import batchnorm_nhwc
-        if self.training:
-            M = x.shape[0] * x.shape[2] * x.shape[3]
-            if M < 2:
-                raise ValueError(f"{self!r}: training needs more than one value per channel, "
-                                 f"got input {x.shape}")
-            mu, var = batchnorm_nhwc.batch_stats(x)                  # float64, as the reference
-            self._update_running_stats(mu, var, M)
-        else:
-            mu, var = self.running_mean, self.running_var
-        mu, inv_std = self._mu_inv_std(mu, var, x.dtype)
-        self.cache = (self._FAST, x, mu, inv_std, self.training)
-        return mu, inv_std
-
-    def _mu_inv_std(self, mu: np.ndarray, var: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
-        """(μ, 1/√(σ² + ε)) in dtype, as the fast kernels take them."""
-        return mu.astype(dtype), (1.0 / np.sqrt(var + self.eps)).astype(dtype)
-
-    def _backward_fast(self, grad_output: np.ndarray, relu_output: np.ndarray | None = None) -> np.ndarray:
-        """relu_output z: a ReLU after this layer, folded in: its dy = dz · [z > 0] is formed on the fly."""
-        from ..kernels import batchnorm_nhwc
-        _, x, mu, inv_std, used_batch_stats = self._saved()
-        dx, sum_dy_xhat, sum_dy = batchnorm_nhwc.backward(grad_output, x, mu, inv_std,
-                                                          self.weight.data, used_batch_stats,
-                                                          relu_output)
-        self.bias.grad += sum_dy.astype(x.dtype)                           # dβ = Σ dy
-        self.weight.grad += sum_dy_xhat.astype(x.dtype)                    # dγ = Σ dy x̂
-        return dx

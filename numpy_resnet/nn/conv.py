@@ -12,11 +12,9 @@ and, since Y is linear in both W and cols,
 With groups > 1 the input channels split into `groups` slices, each with its own weights:
 the rows of `cols` and of W split the same way and each group is its own GEMM.
 
-What you read below is the reference. With the default "numba" backend a convolution with
-groups = 1 runs the same equations on channels-last memory, a cache-sized chunk of `cols` at
-a time, on every core (kernels/conv_nhwc.py), and the forward of a 3x3 stride-1 conv with 16
-channels or more by Winograd's F(2x2, 3x3), forward and backward, 2.25x fewer multiplications
-(kernels/winograd.py); tests check that they agree.
+This is the reference: what the lessons teach, the gradient checks verify and a student
+writes. The fast engine (numpy_resnet/engine) runs the same equations on channels-last memory
+(kernels/conv_nhwc.py, kernels/winograd.py); tests check that the two agree.
 """
 
 from __future__ import annotations
@@ -59,9 +57,6 @@ class Conv2d(Module):
         self.bias = Parameter(np.zeros(out_channels, dtype)) if bias else None
         init.default_init_(self.weight, self.bias)
         self.cache = None
-        self._cols_buffer = None
-
-    _FAST = "channels-last"             # tags the fast path's cache: (_FAST, x)
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -90,19 +85,12 @@ class Conv2d(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         H_out, W_out = self._output_size(x)
-        if self.groups == 1 and kernels.fast_path(self, Conv2d):
-            from ..kernels.conv_nhwc import conv2d_forward  # imports Numba on first use
-            bias = None if self.bias is None else self.bias.data
-            self.cache = (self._FAST, x)
-            return conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)
         # BEGIN SOLUTION conv
         # HINT: cols = kernels.im2col(x, k, k, s, p); Y = W·cols for each group (see _weight_by_group) + b;
         # HINT: save (cols, x.shape) in self.cache; return y as (N, C_out, H_out, W_out)
         N = x.shape[0]
         k, s, p = self.kernel_size, self.stride, self.padding
-        # (C_in·k·k, N·H_out·W_out); the buffer from the last step is reused when shapes match
-        cols = kernels.im2col(x, k, k, s, p, out=self._cols_buffer)
-        self._cols_buffer = cols
+        cols = kernels.im2col(x, k, k, s, p)                      # (C_in·k·k, N·H_out·W_out)
         W_g = self._weight_by_group()
         cols_g = cols.reshape(self.groups, W_g.shape[2], -1)
         y = np.matmul(W_g, cols_g).reshape(self.out_channels, N, H_out, W_out)   # Y = W·cols
@@ -119,8 +107,6 @@ class Conv2d(Module):
         need_input_grad=False skips dx and returns None, for a layer whose input needs no
         gradient (a network's images): PyTorch's autograd skips it the same way.
         """
-        if self._saved()[0] is self._FAST:
-            return self._backward_fast(grad_output, need_input_grad)
         # BEGIN SOLUTION conv
         # HINT: per group: dW = dY·colsᵀ (add into self.weight.grad), db = Σ dY over (N, H, W), dcols = Wᵀ·dY;
         # HINT: return kernels.col2im(dcols, x_shape, k, k, s, p)
@@ -134,19 +120,7 @@ class Conv2d(Module):
             self.bias.grad += grad_output.sum(axis=(0, 2, 3))       # db = Σ dY
         if not need_input_grad:
             return None
-        dcols = kernels.workspace("conv.dcols", cols_g.shape, cols_g.dtype)
-        np.matmul(self._weight_by_group().transpose(0, 2, 1), dy, out=dcols)   # dcols = Wᵀ · dY
+        dcols = np.matmul(self._weight_by_group().transpose(0, 2, 1), dy)   # dcols = Wᵀ · dY
         dcols = dcols.reshape(-1, dcols.shape[2])
         return kernels.col2im(dcols, x_shape, k, k, s, p)           # dx = col2im(dcols)
         # END SOLUTION
-
-    def _backward_fast(self, grad_output: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
-        """The reference backward's dW, db and dx, from kernels/conv_nhwc.py."""
-        from ..kernels.conv_nhwc import conv2d_backward
-        _, x = self._saved()
-        dx, dW, db = conv2d_backward(x, self.weight.data, grad_output, self.stride, self.padding,
-                                     need_bias=self.bias is not None, need_input_grad=need_input_grad)
-        self.weight.grad += dW
-        if self.bias is not None:
-            self.bias.grad += db
-        return dx

@@ -6,17 +6,114 @@ A layer is a `Module` with two methods written by hand:
     dx = layer.backward(dy)   returns dL/dx and *adds* dL/dW into each `Parameter.grad`
 
 There is no autograd: a model's `backward` calls its children's `backward` in reverse order.
-Names follow `torch.nn` so that habits carry over both ways.
+Names follow `torch.nn` so that habits carry over both ways, hooks included:
+
+    layer.register_forward_pre_hook(hook)     hook(module, args) -> None or new args
+    layer.register_forward_hook(hook)         hook(module, args, output) -> None or new output
+    layer.register_full_backward_pre_hook(hook)  hook(module, grad_output) -> None or new
+                                              grad_output
+    layer.register_full_backward_hook(hook)   hook(module, grad_input, grad_output) -> None or
+                                              new grad_input  (tuples, as in PyTorch)
+
+Each returns a handle whose `.remove()` takes the hook off. Forward hooks run when the layer
+is called, `layer(x)`; backward hooks run on every `layer.backward(dy)`, since Module wraps
+each subclass's `forward` and `backward` once, when the class is defined (`__init_subclass__`).
+
+That wrapper is also the one door through which another implementation of the same layer
+may answer a call: `set_dispatcher` installs one (numpy_resnet.engine installs its fast twins,
+and says there when it may and may not), and the code in nn/ never imports it. A subclass
+that defines forward or backward, an instance attribute `layer.forward = f`, or a class
+method patched in place always runs as written.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
 DEFAULT_DTYPE = np.float32
+
+# The one function that may run a call in place of the code in nn/ (see set_dispatcher).
+_dispatcher: Callable | None = None
+
+
+def set_dispatcher(dispatcher: Callable | None) -> Callable | None:
+    """Install `dispatcher(module, method, args, kwargs)`; returns the previous one.
+
+    It is asked first on every call of a Module's class-defined `forward` or `backward`
+    (method is "forward" or "backward") and either returns the call's result or
+    NotImplemented, in which case the method itself runs. None: the methods always run.
+    """
+    global _dispatcher
+    previous, _dispatcher = _dispatcher, dispatcher
+    return previous
+
+
+class RemovableHandle:
+    """What register_*_hook returns: `handle.remove()` takes the hook off (as in PyTorch)."""
+
+    _next_id = 0
+
+    def __init__(self, hooks: OrderedDict):
+        self.hooks = hooks
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+
+    def remove(self) -> None:
+        self.hooks.pop(self.id, None)
+
+    def __enter__(self) -> "RemovableHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def _outermost(module: "Module", method: str, fn: Callable) -> bool:
+    """Is `fn` the method the module's own class answers with (not a super() call inside it)?"""
+    return getattr(getattr(type(module), method, None), "__wrapped__", None) is fn
+
+
+def _forward_entry(fn: Callable) -> Callable:
+    """A subclass's forward, as Module runs it: the dispatcher may answer in its place."""
+
+    @functools.wraps(fn)
+    def forward(self, *args, **kwargs):
+        if _dispatcher is not None and _outermost(self, "forward", fn):
+            result = _dispatcher(self, "forward", args, kwargs)
+            if result is not NotImplemented:
+                return result
+        return fn(self, *args, **kwargs)
+
+    return forward
+
+
+def _backward_entry(fn: Callable) -> Callable:
+    """A subclass's backward, as Module runs it: the dispatcher may answer, then the hooks."""
+
+    @functools.wraps(fn)
+    def backward(self, grad_output, *args, **kwargs):
+        if not _outermost(self, "backward", fn):            # super().backward(...) inside it
+            return fn(self, grad_output, *args, **kwargs)
+        for hook in list(self._backward_pre_hooks.values()):
+            result = hook(self, (grad_output,))
+            if result is not None:
+                grad_output = result[0] if isinstance(result, tuple) else result
+        grad_input = NotImplemented
+        if _dispatcher is not None:
+            grad_input = _dispatcher(self, "backward", (grad_output, *args), kwargs)
+        if grad_input is NotImplemented:
+            grad_input = fn(self, grad_output, *args, **kwargs)
+        for hook in list(self._backward_hooks.values()):
+            result = hook(self, (grad_input,), (grad_output,))
+            if result is not None:
+                grad_input = result[0] if isinstance(result, tuple) else result
+        return grad_input
+
+    return backward
 
 
 class Parameter:
@@ -52,6 +149,17 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
+        object.__setattr__(self, "_backward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_backward_hooks", OrderedDict())
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:
+            cls.forward = _forward_entry(cls.__dict__["forward"])
+        if "backward" in cls.__dict__:
+            cls.backward = _backward_entry(cls.__dict__["backward"])
 
     # ----- registration -------------------------------------------------------------
     def __setattr__(self, name, value):
@@ -87,7 +195,46 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        """y = layer(x): forward, with the forward hooks around it (as in PyTorch)."""
+        for hook in list(self._forward_pre_hooks.values()):
+            result = hook(self, args)
+            if result is not None:
+                args = result if isinstance(result, tuple) else (result,)
+        output = self.forward(*args, **kwargs)
+        for hook in list(self._forward_hooks.values()):
+            result = hook(self, args, output)
+            if result is not None:
+                output = result
+        return output
+
+    # ----- hooks ---------------------------------------------------------------------
+    def register_forward_pre_hook(self, hook: Callable) -> RemovableHandle:
+        """hook(module, args) runs before forward; it may return new args."""
+        return self._add_hook(self._forward_pre_hooks, hook)
+
+    def register_forward_hook(self, hook: Callable) -> RemovableHandle:
+        """hook(module, args, output) runs after forward; it may return a new output."""
+        return self._add_hook(self._forward_hooks, hook)
+
+    def register_full_backward_pre_hook(self, hook: Callable) -> RemovableHandle:
+        """hook(module, grad_output) runs before backward, grad_output = (dL/dy,); it may
+        return a new grad_output."""
+        return self._add_hook(self._backward_pre_hooks, hook)
+
+    def register_full_backward_hook(self, hook: Callable) -> RemovableHandle:
+        """hook(module, grad_input, grad_output) runs after backward, with
+        grad_input = (dL/dx,) and grad_output = (dL/dy,); it may return a new grad_input."""
+        return self._add_hook(self._backward_hooks, hook)
+
+    @staticmethod
+    def _add_hook(hooks: OrderedDict, hook: Callable) -> RemovableHandle:
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
+
+    def has_hooks(self) -> bool:
+        return bool(self._forward_pre_hooks or self._forward_hooks or self._backward_pre_hooks
+                    or self._backward_hooks)
 
     def _saved(self, attr: str = "cache"):
         """What forward kept for backward; a clear error if forward has not run."""
