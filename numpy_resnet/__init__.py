@@ -3,7 +3,7 @@
 from . import models, nn
 from .engine import get_engine, use_engine
 from .kernels.threads import get_num_threads, set_num_threads
-from .random import manual_seed
+from .seeding import manual_seed
 from .summary import summary
 
 __version__ = "0.1.0"

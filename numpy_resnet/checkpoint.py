@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
+from . import serialization
 from .nn.module import Module
 
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -39,7 +39,7 @@ def save_checkpoint(path: str | os.PathLike, model: Module, optimizer=None, sche
     if scheduler is not None:
         state.update(_prefixed("sched", scheduler.state_dict()))
     state["meta"] = np.array(json.dumps(meta or {}))
-    io.save(state, path)
+    serialization.save(state, path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
@@ -49,7 +49,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    state = io.load(path)
+    state = serialization.load(path)
     meta = json.loads(str(state.pop("meta"))) if "meta" in state else {}
     return state, meta
 

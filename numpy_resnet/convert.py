@@ -8,7 +8,7 @@ num_batches_tracked.
     # torchvision weights -> NumPy
     torch_to_npz("resnet18-f37072fd.pth", "resnet18.npz")
     model = resnet18()
-    numpy_resnet.io.load_into(model, "resnet18.npz")
+    numpy_resnet.serialization.load_into(model, "resnet18.npz")
 
     # and back, e.g. to evaluate a model trained here with PyTorch
     npz_to_torch("resnet18.npz", "resnet18.pth")
@@ -30,7 +30,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .io import atomic_write, load, save
+from .serialization import atomic_write, load, save
 
 
 def _import_torch():

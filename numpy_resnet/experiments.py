@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import random as nr_random
+from . import seeding
 from .checkpoint import CHECKPOINT_NAME, read_checkpoint, restore
 from .data import load_cifar10
 from .diagnostics import GradFlowReport, gradient_flow
@@ -50,9 +50,9 @@ def first_batch(data_dir: str | os.PathLike | None, batch_size: int = 128) -> tu
 
 def init_model(name: str, seed: int = 0, shortcut: str = "B", width: int = 16) -> Module:
     """A model at initialisation, built as `numpy-resnet train` builds it (10 classes)."""
-    saved = nr_random.state()
+    saved = seeding.state()
     model = build_model(TrainConfig(model=name, seed=seed, shortcut=shortcut, width=width, out=None))
-    nr_random.set_state(saved)              # building reseeds the library's generator; undo
+    seeding.set_state(saved)              # building reseeds the library's generator; undo
     return model
 
 
@@ -60,9 +60,9 @@ def checkpoint_model(run: str | os.PathLike) -> tuple[str, Module]:
     """A trained model from a run folder or checkpoint.npz -> (label, model)."""
     state, meta = read_checkpoint(run)
     config = TrainConfig(**meta["config"])
-    saved = nr_random.state()
+    saved = seeding.state()
     model = build_model(config)
-    nr_random.set_state(saved)
+    seeding.set_state(saved)
     restore(state, model)
     return f"{config.model} epoch {meta.get('epoch', '?')}", model
 

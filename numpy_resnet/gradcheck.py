@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import random as nr_random
+from . import seeding
 from .nn.module import Module
 
 
@@ -77,12 +77,12 @@ class _Probe:
         self.args = args
         self.buffers = [(m, name, np.array(b, copy=True))
                         for m in module.modules() for name, b in m._buffers.items()]
-        self.rng_state = nr_random.state()
+        self.rng_state = seeding.state()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         for m, name, saved in self.buffers:
             m._buffers[name] = saved.copy()
-        nr_random.set_state(copy.deepcopy(self.rng_state))
+        seeding.set_state(copy.deepcopy(self.rng_state))
         return np.array(self.module(x, *self.args), dtype=np.float64)   # a copy: y may be a view of x
 
     def restore(self) -> None:

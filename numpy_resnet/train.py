@@ -16,7 +16,7 @@ augmentation depend only on (seed, epoch), so the result equals an uninterrupted
 from __future__ import annotations
 
 import csv
-import io as _io
+import io
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import io
+from . import serialization
 from .checkpoint import CHECKPOINT_NAME, read_checkpoint, restore, save_checkpoint
 from .data import Loader, load_cifar10, normalize
 from .models import get_model
 from .nn import CrossEntropyLoss, Module
 from .optim import SGD, WarmupCosine
-from .random import manual_seed
+from .seeding import manual_seed
 
 CIFAR_NETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
               "plain20", "plain32", "plain44", "plain56", "plain110")
@@ -144,15 +144,15 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, epoch: int,
 
 def write_metrics(out: Path, history: History) -> None:
     """metrics.json (config and history) and metrics.csv (one row per epoch), atomically."""
-    with io.atomic_write(out / "metrics.json") as f:
+    with serialization.atomic_write(out / "metrics.json") as f:
         f.write(json.dumps(history.to_json(), indent=2).encode())
-    text = _io.StringIO()
+    text = io.StringIO()
     names = list(EpochResult.__dataclass_fields__)
     writer = csv.DictWriter(text, fieldnames=names)
     writer.writeheader()
     for row in history.epochs:
         writer.writerow(asdict(row))
-    with io.atomic_write(out / "metrics.csv") as f:
+    with serialization.atomic_write(out / "metrics.csv") as f:
         f.write(text.getvalue().encode())
 
 

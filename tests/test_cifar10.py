@@ -27,7 +27,7 @@ from numpy_resnet.data import (
     read_batch,
     safe_extract,
 )
-from numpy_resnet.random import manual_seed
+from numpy_resnet.seeding import manual_seed
 
 # Images per class (train, test) of the shared subset and of the full data set.
 CLASS_COUNTS = {

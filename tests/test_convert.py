@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from numpy_resnet import io
+from numpy_resnet import serialization
 from numpy_resnet.convert import npz_to_torch, torch_to_npz
 from numpy_resnet.models import cifar_resnet
 
@@ -32,14 +32,14 @@ def test_torch_checkpoint_converts_and_loads_into_our_model(tmp_path, wrap):
     arrays = torch_to_npz(tmp_path / "model.pth", tmp_path / "model.npz")
     assert list(arrays) == list(source.state_dict())
     target = cifar_resnet(8, width=4)
-    io.load_into(target, tmp_path / "model.npz")
+    serialization.load_into(target, tmp_path / "model.npz")
     for key, value in source.state_dict().items():
         np.testing.assert_array_equal(target.state_dict()[key], value)
 
 
 def test_npz_converts_to_a_torch_state_dict_of_tensors(tmp_path):
     model = cifar_resnet(8, width=4)
-    io.save(model, tmp_path / "model.npz")
+    serialization.save(model, tmp_path / "model.npz")
     npz_to_torch(tmp_path / "model.npz", tmp_path / "model.pth")
     state = torch.load(tmp_path / "model.pth", weights_only=True)
     assert list(state) == list(model.state_dict())

@@ -13,7 +13,7 @@ from numpy_resnet.diagnostics import GradFlowReport, GradientRecorder, gradient_
 from numpy_resnet.experiments import degradation, first_batch, init_model
 from numpy_resnet.models import cifar_resnet
 from numpy_resnet.nn import Conv2d, CrossEntropyLoss
-from numpy_resnet.random import manual_seed
+from numpy_resnet.seeding import manual_seed
 from numpy_resnet.shortcuts import make_shortcut
 
 WRAPPED = ("forward", "backward", "_branch_backward")

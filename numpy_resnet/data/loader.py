@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..random import get_rng
+from ..seeding import get_rng
 from .transforms import CIFAR10_MEAN, CIFAR10_STD, normalize, random_crop, random_hflip
 
 
@@ -49,7 +49,7 @@ class Loader:
     """A small DataLoader: `len()` batches per epoch, each epoch repeatable from (seed, epoch).
 
     x: (N, C, H, W) uint8 images, y: (N,) labels. seed=None draws one from the library
-    generator (so `numpy_resnet.random.manual_seed` fixes it). Each `iter()` runs epoch
+    generator (so `numpy_resnet.manual_seed` fixes it). Each `iter()` runs epoch
     `self.epoch` and then advances it; `set_epoch(e)` chooses the next epoch explicitly.
     """
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..random import get_rng
+from ..seeding import get_rng
 
 # Per-channel mean and standard deviation of the 50,000 training images, pixels in [0, 1].
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ..random import get_rng
+from ..seeding import get_rng
 from .module import Parameter
 
 

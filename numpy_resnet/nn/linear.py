@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..random import get_rng
+from ..seeding import get_rng
 from . import init
 from .module import DEFAULT_DTYPE, Module, Parameter, check_input
 
