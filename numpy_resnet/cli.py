@@ -209,6 +209,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def _add_gradflow_parsers(commands) -> None:
+    from .experiments import DEGRADATION_MODELS, WIDTH16_MODELS
+
     p = commands.add_parser("gradflow", help="gradient norm at every layer for one batch, and a plot",
                             description="One forward/backward in train mode on the first training "
                                         "images, at initialisation or from a checkpoint: per-layer "
@@ -232,8 +234,8 @@ def _add_gradflow_parsers(commands) -> None:
                                         "Finished runs are skipped, stopped ones resumed.")
     p.add_argument("name", choices=["degradation"])
     p.add_argument("--models", nargs="*", metavar="MODEL",
-                   help="default resnet20 plain20 resnet56 plain56")
-    p.add_argument("--width16", action="store_true", help="also resnet18/plain18/resnet34/plain34, width 16")
+                   help=f"default {' '.join(DEGRADATION_MODELS)}")
+    p.add_argument("--width16", action="store_true", help=f"also {'/'.join(WIDTH16_MODELS)}, width 16")
     p.add_argument("--epochs", type=int, default=30, help="default 30, as the reference")
     p.add_argument("--train-size", type=_size, help="class-balanced subset of the training set "
                                                     "(default: every image; 'all' says so too)")

@@ -238,8 +238,24 @@ def _registry() -> dict[str, Callable[..., ResNet]]:
 
 _MODELS = _registry()
 MODEL_NAMES = tuple(_MODELS)
-CIFAR_MODEL_NAMES = tuple(f"{prefix}{depth}" for depth in CIFAR_DEPTHS
-                          for prefix in ("resnet", "cifar_resnet", "plain"))   # cifar_resnet()
+
+
+def _constructor(name: str) -> Callable[..., ResNet]:
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    return _MODELS[name]
+
+
+def is_cifar_model(name: str) -> bool:
+    """True for He et al.'s CIFAR nets ("resnet56", "cifar_resnet20", "plain110" ...).
+
+    They are built by cifar_resnet(): a fixed 3x3 stem, so they take `shortcut` but no `stem`.
+    """
+    constructor = _constructor(name)
+    return isinstance(constructor, partial) and constructor.func is cifar_resnet
+
+
+CIFAR_MODEL_NAMES = tuple(name for name in MODEL_NAMES if is_cifar_model(name))
 
 
 def get_model(name: str, **kwargs) -> ResNet:
@@ -248,8 +264,7 @@ def get_model(name: str, **kwargs) -> ResNet:
     "plainNN" is the plain twin of "resnetNN"; resnet20/32/44/56/110/1202 are the CIFAR nets.
     kwargs go to the constructor, e.g. get_model("resnet18", num_classes=10, stem="cifar").
     """
-    if name not in _MODELS:
-        raise ValueError(f"get_model: unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    constructor = _constructor(name)
     if name.startswith("plain") and kwargs.get("residual", False):
         raise ValueError(f"get_model: {name!r} is a plain net, it cannot take residual=True")
-    return _MODELS[name](**kwargs)
+    return constructor(**kwargs)

@@ -28,13 +28,10 @@ from tqdm.auto import tqdm
 from . import serialization
 from .checkpoint import CHECKPOINT_NAME, read_checkpoint, restore, save_checkpoint
 from .data import Loader, load_cifar10, normalize
-from .models import get_model
+from .models import get_model, is_cifar_model
 from .nn import CrossEntropyLoss, Module
 from .optim import SGD, WarmupCosine
 from .seeding import manual_seed
-
-CIFAR_NETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-              "plain20", "plain32", "plain44", "plain56", "plain110")
 
 
 @dataclass
@@ -64,7 +61,9 @@ class TrainConfig:
     data_dir: str | None = None
 
     def model_kwargs(self) -> dict:
-        if self.model in CIFAR_NETS:
+        """get_model's keyword arguments: a CIFAR net takes the shortcut option, the others
+        the stem and width."""
+        if is_cifar_model(self.model):
             return {"num_classes": 10, "shortcut": self.shortcut}
         return {"num_classes": 10, "stem": self.stem, "width": self.width}
 

@@ -7,6 +7,7 @@ import pytest
 from numpy_resnet import cli
 from numpy_resnet.checkpoint import read_checkpoint
 from numpy_resnet.data import load_cifar10
+from numpy_resnet.models import MODEL_NAMES, get_model
 from numpy_resnet.train import TrainConfig, fit
 
 
@@ -99,3 +100,20 @@ def test_cli_train_evaluate_and_plot(tmp_path, cifar_dir, capsys):
     png = tmp_path / "curves.png"
     assert cli.main(["plot", str(run), "-o", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_train_config_builds_every_registered_model(name):
+    # each constructor gets only the arguments it takes: a CIFAR net has no `stem`
+    model = get_model(name, **TrainConfig(model=name).model_kwargs())
+    assert model.fc.out_features == 10
+
+
+def test_cli_trains_a_cifar_net_named_cifar_resnet20(tmp_path, cifar_dir):
+    run = tmp_path / "cifar_resnet20"
+    code = cli.main(["train", "--model", "cifar_resnet20", "--epochs", "1", "--train-size", "20",
+                     "--test-size", "20", "--batch-size", "10", "--out", str(run),
+                     "--data-dir", str(cifar_dir), "--no-progress"])
+    assert code == 0
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["config"]["model"] == "cifar_resnet20" and len(saved["history"]) == 1
