@@ -9,20 +9,24 @@ and the weight gradient of a conv near the input can differ from one near the ou
 orders of magnitude. A residual block adds the identity, dL/dx = F'ᵀ d + d, so every
 block passes d down unchanged besides what its branch makes of it.
 
-    with GradientRecorder(model) as recorder:       # wraps forward/backward, removes on exit
+    with GradientRecorder(model) as recorder:       # hooks on every layer and block
         loss = criterion(model(x), y)
         model.backward(criterion.backward())
-    report = recorder.report(loss=loss)
+    report = recorder.report(loss=loss)             # the hooks are gone again
 
     report = gradient_flow(model, x, y)             # the same in one call, model left as found
     print(report.table());  report.first_last_ratio()
 
-What is recorded, per forward/backward:
+What is recorded, per forward/backward, by Module hooks (forward hooks and full backward
+hooks, as in PyTorch; see nn/module.py), so that no layer's code changes:
     layers  (every leaf module, in the order forward ran it)
             output mean, std, zero fraction (after a ReLU: the dead units),
             |dL/dy| at its output, |dL/dx| at its input, |ΔdL/dW| this backward added
-    blocks  (any module with a `_branch_backward`: BasicBlock, Bottleneck)
-            |dL/dy|, |dL/dx|, and the split dL/dx = dx_residual + dx_shortcut
+    blocks  (BasicBlock and Bottleneck of blocks.py, subclasses included)
+            |dL/dy|, |dL/dx|, and the split dL/dx = dx_residual + dx_shortcut, read off
+            the block's own layers: dx_residual is what conv1 (F's first layer) hands
+            back, dx_shortcut what the downsample hands back, or with the identity the
+            gradient at the sum (what the last ReLU hands back), zero in a plain block
 All norms are Frobenius norms over the whole batch: |a| = sqrt(Σ a²).
 """
 
@@ -32,10 +36,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .blocks import BasicBlock, Bottleneck
 from .data import normalize
 from .nn import Conv2d, CrossEntropyLoss, Module
-
-_MISSING = object()
+from .nn.module import RemovableHandle
 
 
 def norm(a: np.ndarray) -> float:
@@ -168,16 +172,25 @@ def _block_table(blocks: list[BlockRecord]) -> str:
 
 
 def is_block(module: Module) -> bool:
-    """A block in the sense of blocks.py: y = relu(F(x) [+ shortcut(x)]), F'ᵀ in `_branch_backward`."""
-    return callable(getattr(module, "_branch_backward", None))
+    """A block of blocks.py, y = relu(F(x) [+ shortcut(x)]) with F starting at conv1."""
+    return isinstance(module, (BasicBlock, Bottleneck))
+
+
+def block_paths(block: Module) -> tuple[Module, Module | None, Module]:
+    """The layers whose backward hands back each part of a block's dL/dx:
+    (F's first conv, the downsample or None for the identity, the ReLU after the sum)."""
+    last_relu = block.relu3 if isinstance(block, Bottleneck) else block.relu2
+    return block.conv1, block.downsample, last_relu
 
 
 class GradientRecorder:
     """Context manager: record activations and gradients of every layer of `model`.
 
-    On entry it sets `forward` and `backward` as instance attributes of each leaf module and
-    block (and a block's `_branch_backward` and `downsample.backward`), wrapping the
-    class's methods; on exit it removes them, so no layer code changes and nothing stays.
+    On entry it registers a forward hook and full backward hooks on each leaf module and
+    block (and, for a block's split, on its conv1, downsample and last ReLU); on exit it
+    removes them all, even when the `with` body raised, so no hook stays behind. A hooked
+    layer is called on its own, so on the fast engine a block runs unfused, each layer
+    through its fast twin; the numbers are the same on both engines.
     Each forward/backward overwrites the last record; `report()` reads it. Set
     `recorder.active = False` to pass through without recording (e.g. between snapshots).
     """
@@ -187,88 +200,85 @@ class GradientRecorder:
         self.active = True
         self.layers: dict[str, dict] = {}       # name -> fields of LayerRecord, in forward order
         self.blocks: dict[str, dict] = {}       # name -> fields of BlockRecord
-        self._wrapped: list[tuple[Module, str, object]] = []
+        self._handles: list[RemovableHandle] = []
 
     def __enter__(self) -> GradientRecorder:
-        for name, module in self.model.named_modules():
-            if is_block(module):
-                self._wrap_block(name, module)
-            elif not list(module.children()):
-                self._wrap_leaf(name, module)
+        try:
+            for name, module in self.model.named_modules():
+                if is_block(module):
+                    self._hook_block(name, module)
+                elif not list(module.children()):
+                    self._hook_layer(name, module)
+        except BaseException:
+            self._remove_hooks()                # a half-hooked model is not left behind
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
-        for module, attr, previous in reversed(self._wrapped):   # undo in reverse order
-            if previous is _MISSING:
-                del module.__dict__[attr]
-            else:
-                module.__dict__[attr] = previous
-        self._wrapped.clear()
+        self._remove_hooks()
 
-    def _set(self, module: Module, attr: str, wrapper) -> None:
-        self._wrapped.append((module, attr, module.__dict__.get(attr, _MISSING)))
-        object.__setattr__(module, attr, wrapper)     # an instance attribute hides the method
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
 
-    # ----- leaves: activation statistics, gradient norms, weight gradients ----------------
-    def _wrap_leaf(self, name: str, module: Module) -> None:
-        forward, backward = module.forward, module.backward
+    # ----- layers: activation statistics, gradient norms, weight gradients ----------------
+    def _hook_layer(self, name: str, layer: Module) -> None:
+        weight_grad_before = []                 # dL/dW before this backward, to subtract
 
-        def recorded_forward(*args, **kwargs):
-            out = forward(*args, **kwargs)
+        def after_forward(module, args, output):
             if self.active:
-                self.layers.setdefault(name, {}).update(_layer_fields(name, module, out))
-            return out
+                self.layers.setdefault(name, {}).update(_layer_fields(name, module, output))
 
-        def recorded_backward(grad_output, **options):      # options: need_input_grad
+        def before_backward(module, grad_output):
+            weight_grad_before.clear()
+            if self.active and "weight" in module._parameters:
+                weight_grad_before.append(module.weight.grad.copy())
+
+        def after_backward(module, grad_input, grad_output):
             if not self.active:
-                return backward(grad_output, **options)
-            before = {k: p.grad.copy() for k, p in module._parameters.items()}
-            grad_input = backward(grad_output, **options)
+                return
+            (dx,), (dy,) = grad_input, grad_output
             record = self.layers.setdefault(name, {})
-            record["grad_output_norm"] = norm(grad_output)
-            record["grad_input_norm"] = norm(grad_input) if grad_input is not None else float("nan")
-            if "weight" in before:                     # what this call added: ΔdL/dW
-                record["weight_grad_norm"] = norm(module.weight.grad - before["weight"])
-            return grad_input
+            record["grad_output_norm"] = norm(dy)
+            record["grad_input_norm"] = norm(dx) if dx is not None else float("nan")   # need_input_grad=False
+            if weight_grad_before:                       # what this call added: ΔdL/dW
+                record["weight_grad_norm"] = norm(module.weight.grad - weight_grad_before.pop())
 
-        self._set(module, "forward", recorded_forward)
-        self._set(module, "backward", recorded_backward)
+        self._handles += [layer.register_forward_hook(after_forward),
+                          layer.register_full_backward_pre_hook(before_backward),
+                          layer.register_full_backward_hook(after_backward)]
 
     # ----- blocks: dL/dx = dx_residual + dx_shortcut ---------------------------------------
-    def _wrap_block(self, name: str, block: Module) -> None:
-        forward, backward, branch_backward = block.forward, block.backward, block._branch_backward
-        parts: dict[str, np.ndarray] = {}             # kept from branch to block backward
+    def _hook_block(self, name: str, block: Module) -> None:
+        first_conv, downsample, last_relu = block_paths(block)
+        parts: dict[str, np.ndarray] = {}       # grad_input of each path's layer, this backward
 
-        def recorded_forward(x):
-            out = forward(x)
+        def after_forward(module, args, output):
             if self.active:
-                self.blocks[name] = {"zero_fraction": float(np.mean(out == 0))}
-            return out
+                self.blocks[name] = {"zero_fraction": float(np.mean(output == 0))}
 
-        def recorded_branch_backward(d):              # d = dL/d(F(x) + shortcut(x))
-            parts["at_sum"] = d
-            parts["residual"] = branch_backward(d)
-            return parts["residual"]
+        def keep(part: str):
+            def after_backward(module, grad_input, grad_output):
+                parts[part] = grad_input[0]
+            return after_backward
 
-        def recorded_backward(grad_output):
-            grad_input = backward(grad_output)
-            if self.active:
-                self.blocks.setdefault(name, {}).update(_block_fields(block, grad_output, grad_input, parts))
+        def before_block_backward(module, grad_output):
             parts.clear()
-            return grad_input
 
-        self._set(block, "forward", recorded_forward)
-        self._set(block, "backward", recorded_backward)
-        self._set(block, "_branch_backward", recorded_branch_backward)
-        downsample = getattr(block, "downsample", None)
+        def after_block_backward(module, grad_input, grad_output):
+            if self.active:
+                fields = _block_fields(name, block, grad_output[0], grad_input[0], parts)
+                self.blocks.setdefault(name, {}).update(fields)
+            parts.clear()
+
+        self._handles += [block.register_forward_hook(after_forward),
+                          block.register_full_backward_pre_hook(before_block_backward),
+                          block.register_full_backward_hook(after_block_backward),
+                          first_conv.register_full_backward_hook(keep("residual")),
+                          last_relu.register_full_backward_hook(keep("at_sum"))]
         if downsample is not None:
-            shortcut_backward = downsample.backward
-
-            def recorded_shortcut_backward(d):
-                parts["shortcut"] = shortcut_backward(d)
-                return parts["shortcut"]
-
-            self._set(downsample, "backward", recorded_shortcut_backward)
+            self._handles.append(downsample.register_full_backward_hook(keep("shortcut")))
 
     def report(self, model: str = "", loss: float = float("nan")) -> GradFlowReport:
         """The last forward/backward as a GradFlowReport (layers in depth order)."""
@@ -288,18 +298,26 @@ def _layer_fields(name: str, module: Module, out: np.ndarray) -> dict:
     return fields
 
 
-def _block_fields(block: Module, grad_output: np.ndarray, grad_input: np.ndarray,
+def _block_fields(name: str, block: Module, grad_output: np.ndarray, grad_input: np.ndarray,
                   parts: dict) -> dict:
     """Norms of the block's gradients and of its two paths, and how well they add up."""
-    dx_residual = parts["residual"]
-    if not getattr(block, "residual", True):
+    needed = ["residual"]
+    if block.residual:
+        needed.append("at_sum" if block.downsample is None else "shortcut")
+    missing = [part for part in needed if part not in parts]
+    if missing:
+        layers = {"residual": "conv1", "at_sum": "its last ReLU", "shortcut": "downsample"}
+        raise RuntimeError(f"GradientRecorder: {name} ({type(block).__name__}) ran backward "
+                           f"without calling the backward of {', '.join(layers[p] for p in missing)}")
+    dx_residual = parts["residual"]                             # F'ᵀ d, from conv1
+    if not block.residual:
         dx_shortcut = np.zeros_like(dx_residual)                # plain block: one path only
-    elif getattr(block, "downsample", None) is None:
+    elif block.downsample is None:
         dx_shortcut = parts["at_sum"]                           # identity: d passes unchanged
     else:
         dx_shortcut = parts["shortcut"]                         # downsample'ᵀ d
     total = norm(grad_input)
-    return {"residual": bool(getattr(block, "residual", True)),
+    return {"residual": bool(block.residual),
             "grad_output_norm": norm(grad_output), "grad_input_norm": total,
             "residual_norm": norm(dx_residual), "shortcut_norm": norm(dx_shortcut),
             "split_error": norm(dx_residual + dx_shortcut - grad_input) / max(total, 1e-300)}

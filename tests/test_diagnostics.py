@@ -7,16 +7,16 @@ import json
 import numpy as np
 import pytest
 
+from numpy_resnet import use_engine
 from numpy_resnet.blocks import BasicBlock, Bottleneck
 from numpy_resnet.cli import main
 from numpy_resnet.diagnostics import GradFlowReport, GradientRecorder, gradient_flow, norm
+from numpy_resnet.engine import dispatch
 from numpy_resnet.experiments import degradation, first_batch, init_model
 from numpy_resnet.models import cifar_resnet
 from numpy_resnet.nn import Conv2d, CrossEntropyLoss
 from numpy_resnet.seeding import manual_seed
 from numpy_resnet.shortcuts import make_shortcut
-
-WRAPPED = ("forward", "backward", "_branch_backward")
 
 
 def small_net(residual: bool = True):
@@ -28,6 +28,13 @@ def small_net(residual: bool = True):
 def random_batch(n: int = 4, seed: int = 0):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, 3, 32, 32)), rng.integers(0, 10, n)
+
+
+def assert_left_alone(model):
+    """No hook stays on any module, and no instance attribute hides a layer's methods."""
+    for name, module in model.named_modules():
+        assert not module.has_hooks(), f"{name or 'model'} still has hooks"
+        assert not {"forward", "backward"} & set(module.__dict__), f"{name or 'model'} patched"
 
 
 def test_recorded_norms_equal_norms_computed_by_hand_from_the_same_backward():
@@ -76,6 +83,32 @@ def test_layers_come_in_the_order_forward_ran_them_with_activation_statistics():
     assert 0.3 < relu.zero_fraction < 0.7                          # BN then ReLU: about half dead
 
 
+def test_recorder_gives_the_same_numbers_on_the_reference_and_the_fast_engine():
+    model = small_net()
+    x, y = random_batch()
+    with use_engine("reference"):
+        reference = gradient_flow(model, x, y)
+    with use_engine("fast"):
+        fast = gradient_flow(model, x, y)
+    block = model.layer1[0]
+    assert block.conv1 in dispatch.records                         # the conv's fast twin ran
+    assert block not in dispatch.records                           # the block ran unfused
+
+    def numbers(report):
+        layers = [[r.mean, r.std, r.zero_fraction, r.grad_output_norm, r.grad_input_norm,
+                   r.weight_grad_norm or 0.0] for r in report.layers]
+        blocks = [[b.zero_fraction, b.grad_output_norm, b.grad_input_norm, b.residual_norm,
+                   b.shortcut_norm] for b in report.blocks]
+        return np.array(layers), np.array(blocks)
+
+    assert [(r.name, r.shape) for r in fast.layers] == [(r.name, r.shape) for r in reference.layers]
+    assert [b.name for b in fast.blocks] == [b.name for b in reference.blocks] != []
+    for ours, theirs in zip(numbers(fast), numbers(reference), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-8, atol=1e-12)
+    assert fast.loss == pytest.approx(reference.loss, rel=1e-12)
+    assert max(b.split_error for b in fast.blocks + reference.blocks) < 1e-12
+
+
 def make_block(kind: str):
     if kind == "identity":
         return BasicBlock(8, 8)
@@ -86,6 +119,15 @@ def make_block(kind: str):
     if kind == "bottleneck":
         return Bottleneck(8, 2)                                    # 8 -> 2·4 = 8 channels
     return BasicBlock(8, 16, stride=2, residual=False)             # plain
+
+
+def branch_backward(block, d):
+    """F'ᵀ d by hand: back through the layers of F, last to first (the sum's ReLU excluded)."""
+    names = (["bn3", "conv3", "relu2", "bn2", "conv2"] if isinstance(block, Bottleneck)
+             else ["bn2", "conv2"]) + ["relu1", "bn1", "conv1"]
+    for name in names:
+        d = getattr(block, name).backward(d)
+    return d
 
 
 @pytest.mark.parametrize("kind", ["identity", "projection B", "zero-pad A", "bottleneck", "plain"])
@@ -99,10 +141,10 @@ def test_residual_and_shortcut_gradients_add_up_to_the_block_input_gradient(kind
         dy = rng.standard_normal(out.shape)
         dx = block.backward(dy)
     record = recorder.report().blocks[0]
-    assert not any(set(WRAPPED) & set(m.__dict__) for m in block.modules())
+    assert_left_alone(block)
 
     d_sum = dy * (out > 0)                                         # through the block's last ReLU
-    dx_residual = block._branch_backward(d_sum)                     # F'ᵀ d, by hand
+    dx_residual = branch_backward(block, d_sum)                    # F'ᵀ d, by hand
     if not block.residual:
         dx_shortcut = np.zeros_like(dx)
     elif block.downsample is None:
@@ -111,10 +153,23 @@ def test_residual_and_shortcut_gradients_add_up_to_the_block_input_gradient(kind
         dx_shortcut = block.downsample.backward(d_sum)
     np.testing.assert_allclose(dx_residual + dx_shortcut, dx, rtol=1e-12, atol=1e-12)
     assert record.residual_norm == pytest.approx(norm(dx_residual), rel=1e-12)
-    assert record.shortcut_norm == pytest.approx(norm(dx_shortcut), rel=1e-12)
+    assert record.shortcut_norm == pytest.approx(norm(dx_shortcut), abs=1e-300, rel=1e-12)
     assert record.grad_input_norm == pytest.approx(norm(dx), rel=1e-12)
     assert record.split_error < 1e-12
     assert record.residual == (kind != "plain")
+
+
+def test_split_error_is_measured_so_a_block_gradient_changed_after_its_layers_shows_it():
+    manual_seed(0)
+    block = BasicBlock(8, 8).to(np.float64)
+    x = np.random.default_rng(1).standard_normal((4, 8, 8, 8))
+    # a hook that doubles dL/dx after the block's layers ran: the parts add up to half of it
+    with block.register_full_backward_hook(lambda module, dx, dy: (2 * dx[0],)):
+        with GradientRecorder(block) as recorder:
+            block.backward(np.ones_like(block(x)))
+    record = recorder.report().blocks[0]
+    assert record.split_error == pytest.approx(0.5, rel=1e-12)     # |g - 2g| / |2g|
+    assert not block.has_hooks()
 
 
 def test_recorder_and_gradient_flow_leave_the_model_as_they_found_it():
@@ -130,10 +185,13 @@ def test_recorder_and_gradient_flow_leave_the_model_as_they_found_it():
 
     gradient_flow(model, x, y)
     with pytest.raises(RuntimeError), GradientRecorder(model):
-        raise RuntimeError("an error inside the with block still unwraps")
+        raise RuntimeError("an error inside the with block still removes the hooks")
 
-    for name, module in model.named_modules():
-        assert not set(WRAPPED) & set(module.__dict__), f"{name or 'model'} still wrapped"
+    assert_left_alone(model)
+    with pytest.raises(RuntimeError), GradientRecorder(model):
+        model(x)                                                   # hooks ran, then an error
+        raise RuntimeError("an error after a forward still removes every hook")
+    assert_left_alone(model)
     assert not model.training
     np.testing.assert_array_equal(model(x), before)
     for p, g in zip(model.parameters(), grads, strict=True):
