@@ -126,11 +126,11 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from .bench import BenchConfig, run_bench
-    from .bench_report import format_report
+    from .bench import BenchConfig, format_report, run_bench
 
     config = BenchConfig(width=args.width, batch_size=args.batch_size, steps=args.steps,
-                         warmup=args.warmup, threads=args.threads, vs_torch=args.vs_torch,
+                         warmup=args.warmup, threads=args.threads, engine=args.engine,
+                         vs_torch=args.vs_torch,
                          eval_only=args.eval, compile_time=not args.skip_compile,
                          rounds=args.rounds, torch_same_malloc=args.torch_same_malloc)
     report = run_bench(config, log=lambda message: print(message, file=sys.stderr))
@@ -154,6 +154,9 @@ def _add_bench_parser(commands) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed runs before them (default 2)")
     p.add_argument("--threads", type=int, help="worker threads of the fast path, Numba and torch "
                                                "(default: os.cpu_count())")
+    p.add_argument("--engine", choices=("fast", "reference"), default="fast",
+                   help="what runs our layers: the fast engine (default) or the textbook's own "
+                        "code in nn/ (numpy_resnet.use_engine)")
     p.add_argument("--vs-torch", action="store_true", help="the same network and step in PyTorch")
     p.add_argument("--rounds", type=int, default=3,
                    help="with --vs-torch: time our step and PyTorch's in turn this many times; the "

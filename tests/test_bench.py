@@ -13,24 +13,28 @@ import json
 import math
 import mmap
 import statistics
+import time
 from importlib.util import find_spec
 
 import numba
 import numpy as np
 import pytest
 
-from numpy_resnet.bench import (
+from numpy_resnet import use_engine
+from numpy_resnet.bench import ratios
+from numpy_resnet.bench.process import first_step_probe, peak_rss_of
+from numpy_resnet.bench.timing import (
     CATEGORIES,
     build_model,
     layer_inputs,
     measure_layers,
     measure_network,
     random_batch,
-    ratios,
+    step_shares,
 )
-from numpy_resnet.bench_process import first_step_probe, peak_rss_of
 from numpy_resnet.cli import main
-from numpy_resnet.nn import Conv2d
+from numpy_resnet.engine.dispatch import records
+from numpy_resnet.nn import Conv2d, ReLU, Sequential
 
 HAS_TORCH = find_spec("torch") is not None
 TINY = ["--width", "4", "--batch-size", "4", "--steps", "1", "--warmup", "0", "--threads", "1",
@@ -53,7 +57,7 @@ def bench_run(tmp_path_factory):
 
 def test_bench_prints_every_section(bench_run):
     text, _ = bench_run
-    for heading in ["ceiling:", "each distinct layer alone", "training step (forward, loss",
+    for heading in ["engine: fast", "ceiling:", "each distinct layer alone", "training step (forward, loss",
                     "inference (eval mode", "share of the training step", "peak memory",
                     "w: forward and backward by Winograd", "conv3x3 16->16 w "]:
         assert heading in text
@@ -89,6 +93,7 @@ def test_layer_type_shares_of_the_step_sum_to_one(bench_run):
 def test_json_holds_config_machine_ceiling_step_and_memory(bench_run):
     _, report = bench_run
     assert report["config"]["width"] == 4 and report["config"]["batch_size"] == 4
+    assert report["engine"] == report["config"]["engine"] == "fast"
     assert report["config"]["threads"] >= 1
     assert report["machine"]["cpu_count"] >= 1 and report["machine"]["numpy"] == np.__version__
     assert report["ceiling"]["gflops"] > 0
@@ -110,8 +115,8 @@ def test_vs_torch_prints_ratio_rows_and_stores_torch_numbers(bench_run):
 def test_pytorch_runs_with_its_own_malloc_unless_asked_to_share_ours(bench_run):
     text, report = bench_run
     assert report["torch"]["same_malloc"] is False and "PyTorch's malloc: as installed" in text
-    from numpy_resnet.bench_process import run_probe
-    code = ("import ctypes, json; from numpy_resnet.bench_torch import _setup; "
+    from numpy_resnet.bench.process import run_probe
+    code = ("import ctypes, json; from numpy_resnet.bench.torch_side import _setup; "
             "from numpy_resnet.kernels import memory; _setup(4, 2, 1, {}); "
             "print(json.dumps(memory._result))")
     assert run_probe(code.format(True)) is True             # the thresholds were set
@@ -170,14 +175,49 @@ def test_eval_only_times_forward_passes_and_no_training_step():
     assert math.isclose(sum(s["share"] for s in result["shares"].values()), 1.0)
 
 
-def test_measuring_leaves_every_layer_with_its_class_methods():
+def test_measuring_leaves_every_layer_with_its_class_methods_and_no_hooks():
     model = build_model(4)
     x, _ = random_batch(2, np.random.default_rng(0))
     assert len(layer_inputs(model, x)) > 0
     measure_network(model, 2, steps=1, warmup=0, train=True)
     for m in model.modules():
         assert "forward" not in m.__dict__ and "backward" not in m.__dict__
+        assert not m.has_hooks()
     assert model.training
+
+
+class SlowReLU(ReLU):
+    """A ReLU that sleeps 20 ms in forward and 30 ms in backward: known times to find in the shares."""
+
+    def forward(self, x):
+        time.sleep(0.02)
+        return super().forward(x)
+
+    def backward(self, grad_output):
+        time.sleep(0.03)
+        return super().backward(grad_output)
+
+
+def test_shares_time_each_layers_forward_and_backward_through_hooks():
+    model = Sequential(Conv2d(3, 4, 3, padding=1), SlowReLU())
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+
+    def step():
+        model.backward(np.ones_like(model(x)))
+
+    shares = step_shares(model, step, repeats=1)
+    assert 0.05 <= shares["relu"]["ms"] / 1e3 < 0.2             # 20 ms forward + 30 ms backward
+    assert shares["conv"]["ms"] > 0 and shares["relu"]["share"] > 0.5
+    assert not any(m.has_hooks() for m in model.modules())
+
+
+def test_shares_run_each_layer_on_its_fast_twin_while_timed():
+    model = build_model(4)
+    x, _ = random_batch(2, np.random.default_rng(0))
+    with use_engine("fast"):
+        step_shares(model, lambda: model(x), repeats=1)
+    convs = [m for m in model.modules() if isinstance(m, Conv2d)]
+    assert all(records.get(conv) is not None for conv in convs)  # each twin left its record
 
 
 def test_first_step_probe_prints_its_timings_as_json(capsys):
@@ -195,3 +235,14 @@ def test_peak_rss_of_sees_64_mib_that_are_freed_at_once():
             np.frombuffer(pages, np.uint8)[::4096] = 1          # one write per page
     memory = peak_rss_of(touch_64_mib)
     assert memory["step_mib"] > 48
+
+
+def test_reference_engine_times_the_textbook_layers():
+    model = build_model(4)
+    x, _ = random_batch(2, np.random.default_rng(0))
+    with use_engine("reference"):
+        rows = measure_layers(model, x, steps=1, warmup=0, train=True)
+    convs = [m for m in model.modules() if isinstance(m, Conv2d)]
+    assert not any(conv in records for conv in convs)            # no twin ran
+    assert {row["forward_route"] for row in rows if row["type"] == "conv"} == {"im2col"}
+    assert all(row["backward_ms"] > 0 for row in rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 
-from .bench import CATEGORIES
+from .timing import CATEGORIES
 
 
 def _num(value, spec: str, width: int) -> str:
@@ -30,6 +30,7 @@ def _header(report: dict) -> list[str]:
         f"numpy-resnet bench: ResNet-18, CIFAR stem, {c['num_classes']} classes, width {c['width']}, "
         f"batch {c['batch_size']}, {c['dtype']}, 32x32 images"
         + (", inference only (--eval)" if c["eval_only"] else ""),
+        f"engine: {report['engine']}",
         f"every time is the median of {c['steps']} runs after {c['warmup']} warm-up runs",
         f"threads: {t['requested']} requested; {t.get('workers', '?')} workers, Numba {t['numba']}; "
         f"BLAS: {t['blas']}",
@@ -100,8 +101,11 @@ def _network(report: dict) -> list[str]:
     what = "training step" if "train" in report else "inference forward"
     methods = "forward and backward" if "train" in report else "forward"
     lines += ["", f"share of the {what} by layer type (the median of {report['config']['steps']} "
-                  f"runs with each layer's {methods} on a timer)",
-              f"  {'type':<10} {'ms':>9} {'share':>7}"]
+                  f"runs with each layer's {methods} on a timer)"]
+    if report["engine"] == "fast":
+        lines.append("  (the timers keep each block from fusing conv -> BatchNorm -> ReLU: its layers "
+                     "run one by one here)")
+    lines.append(f"  {'type':<10} {'ms':>9} {'share':>7}")
     shares = report["shares"]
     for kind in CATEGORIES:
         lines.append(f"  {kind:<10} {shares[kind]['ms']:>9.1f} {100 * shares[kind]['share']:>6.1f}%")

@@ -20,7 +20,8 @@ import time
 
 import numpy as np
 
-from .bench import build_model, limit_threads, make_training_step, random_batch, run_times
+from ..engine import use_engine
+from .timing import build_model, limit_threads, make_training_step, random_batch, run_times
 
 
 # ----- peak memory ----------------------------------------------------------------------------
@@ -78,7 +79,8 @@ def _seconds(fn) -> float:
 
 
 def first_step_probe(threads: int) -> None:
-    """In a fresh process: import Numba, then time two training steps of a small ResNet-18.
+    """In a fresh process: import Numba, then time two training steps of a small ResNet-18 on
+    the fast engine.
 
     The first step compiles (or loads from the cache) every Numba kernel it calls; the second
     runs them. compile_s = first - second; the kernels found are counted with their cache
@@ -91,7 +93,7 @@ def first_step_probe(threads: int) -> None:
     model = build_model(width=4)
     step = make_training_step(model)
     x, y = random_batch(2, np.random.default_rng(0))
-    with limit_threads(threads):
+    with limit_threads(threads), use_engine("fast"):
         first = _seconds(lambda: step(x, y))
         second = _seconds(lambda: step(x, y))
     hits = misses = kernels = 0
@@ -109,7 +111,7 @@ def first_step_probe(threads: int) -> None:
 
 def compile_times(threads: int) -> dict:
     """Numba's first-call cost: compiled from scratch into an empty cache, then loaded from it."""
-    code = f"from numpy_resnet.bench_process import first_step_probe; first_step_probe({threads})"
+    code = f"from numpy_resnet.bench.process import first_step_probe; first_step_probe({threads})"
     with tempfile.TemporaryDirectory(prefix="numba-cache-") as cache:
         cold = run_probe(code, {"NUMBA_CACHE_DIR": cache})
         cached = run_probe(code, {"NUMBA_CACHE_DIR": cache})
@@ -117,12 +119,12 @@ def compile_times(threads: int) -> dict:
             "method": "fresh process, ResNet-18 width 4, batch 2: first step minus second step"}
 
 
-def memory_probe(width: int, batch_size: int, threads: int, train: bool) -> None:
+def memory_probe(width: int, batch_size: int, threads: int, train: bool, engine: str = "fast") -> None:
     """In a fresh process: warm up on a batch of 2, then the peak of one full-size step."""
     model = build_model(width)
     rng = np.random.default_rng(0)
     small, full = random_batch(2, rng), random_batch(batch_size, rng)
-    with limit_threads(threads):
+    with limit_threads(threads), use_engine(engine):
         if train:
             step = make_training_step(model)
             step(*small)                                # kernels loaded, momentum buffers made
@@ -134,22 +136,23 @@ def memory_probe(width: int, batch_size: int, threads: int, train: bool) -> None
     print(json.dumps(memory))
 
 
-def peak_memory(width: int, batch_size: int, threads: int, train: bool) -> dict:
+def peak_memory(width: int, batch_size: int, threads: int, train: bool, engine: str = "fast") -> dict:
     """memory_probe in a fresh process: the peak_rss_of of one full-size step (or forward)."""
-    return run_probe(f"from numpy_resnet.bench_process import memory_probe; "
-                     f"memory_probe({width}, {batch_size}, {threads}, {train})")
+    return run_probe(f"from numpy_resnet.bench.process import memory_probe; "
+                     f"memory_probe({width}, {batch_size}, {threads}, {train}, {engine!r})")
 
 
 def torch_results(width: int, batch_size: int, steps: int, warmup: int, threads: int,
                   train: bool, same_malloc: bool = False) -> dict:
-    """bench_torch.probe in a fresh process: PyTorch's step, inference and peak memory."""
-    return run_probe(f"from numpy_resnet.bench_torch import probe; probe({width}, {batch_size}, "
+    """torch_side.probe in a fresh process: PyTorch's step, inference and peak memory."""
+    return run_probe(f"from numpy_resnet.bench.torch_side import probe; probe({width}, {batch_size}, "
                      f"{steps}, {warmup}, {threads}, {train}, {same_malloc})")
 
 
 # ----- ours and PyTorch's in turn -------------------------------------------------------------
 def alternating_rounds(width: int, batch_size: int, threads: int, rounds: int, steps: int,
-                       warmup: int, train: bool, same_malloc: bool = False) -> dict:
+                       warmup: int, train: bool, same_malloc: bool = False,
+                       engine: str = "fast") -> dict:
     """Our training step (and inference), then PyTorch's, then ours again ... `rounds` times.
 
     A shared machine's speed drifts by tens of per cent within minutes (another job starts
@@ -159,7 +162,7 @@ def alternating_rounds(width: int, batch_size: int, threads: int, rounds: int, s
     and the spread of the rounds' ratios shows how much the machine moved.
     Returns, per kind: our and PyTorch's median ms in each round, and each round's ratio.
     """
-    code = (f"from numpy_resnet.bench_torch import serve; "
+    code = (f"from numpy_resnet.bench.torch_side import serve; "
             f"serve({width}, {batch_size}, {threads}, {same_malloc})")
     server = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
@@ -181,7 +184,7 @@ def alternating_rounds(width: int, batch_size: int, threads: int, rounds: int, s
     try:
         if server.stdout.readline().strip() != "ready":
             raise RuntimeError("bench: the PyTorch process of the alternating rounds did not start")
-        with limit_threads(threads):
+        with limit_threads(threads), use_engine(engine):
             for _ in range(rounds):
                 for kind in kinds:
                     model.train(kind == "train")

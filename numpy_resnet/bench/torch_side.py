@@ -1,24 +1,24 @@
 """The PyTorch side of `numpy-resnet bench --vs-torch`: the same ResNet-18, the same step.
 
-The only module of numpy_resnet that imports torch; `bench` runs `probe` in a fresh process
+The only module of numpy_resnet that imports torch; the bench runs `probe` in a fresh process
 (`python -c`), so torch is never loaded next to our kernels. torchvision is not needed: the
 network is written out below with torchvision's attribute names, so its state_dict keys and
 shapes are those of `get_model("resnet18", num_classes=10, stem="cifar", width=w)`.
 
     step       optimizer.zero_grad(); CrossEntropyLoss(model(x), y).backward(); SGD step
-               (lr 0.01, momentum 0.9, weight decay 5e-4), as bench.make_training_step
+               (lr 0.01, momentum 0.9, weight decay 5e-4), as timing.make_training_step
     inference  model.eval() under torch.inference_mode()
     malloc     as installed, or (same_malloc=True, `bench --torch-same-malloc`) with the glibc
-               thresholds our fast path sets for itself (kernels/memory.py). As installed, glibc
+               thresholds our fast engine sets for itself (kernels/memory.py). As installed, glibc
                hands the large freed activations back to the system and faults them in again
                on the next pass: measured here at width 16, batch 128, PyTorch's inference took
                98-103 ms a pass in a process that only runs inference, against 50-55 ms with the
                thresholds, and its training step took 211-223 ms against 164-194 ms
-    memory     bench_process.peak_rss_of around the first full-size step, after a warm-up on 2 images
+    memory     process.peak_rss_of around the first full-size step, after a warm-up on 2 images
     serve      the step and inference timed on request, for the rounds that alternate with ours
     layers     each distinct (conv, batchnorm, relu, linear; input shape) of the network alone,
                forward, and backward as autograd.grad for the input and the parameters,
-               labelled as bench.layer_label labels ours so that the report can pair them
+               labelled as timing.layer_label labels ours so that the report can pair them
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bench import IMAGE, NUM_CLASSES, architecture, median_time, run_times
-from .bench_process import peak_rss_of
-from .kernels.memory import keep_freed_memory
+from ..kernels.memory import keep_freed_memory
+from .process import peak_rss_of
+from .timing import IMAGE, NUM_CLASSES, architecture, median_time, run_times
 
 
 class BasicBlock(nn.Module):
@@ -82,7 +82,7 @@ class ResNet18Cifar(nn.Module):
 
 
 def layer_label(m: nn.Module) -> str | None:
-    """bench.layer_label's name for the same layer, or None for a layer not timed alone."""
+    """timing.layer_label's name for the same layer, or None for a layer not timed alone."""
     if isinstance(m, nn.Conv2d):
         k, s = m.kernel_size[0], m.stride[0]
         return f"conv{k}x{k} {m.in_channels}->{m.out_channels}" + (f" s{s}" if s != 1 else "")
