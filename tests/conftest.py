@@ -24,3 +24,11 @@ def cifar_dir() -> Path:
                 return folder
     pytest.skip(f"CIFAR-10 binary files not found in {[str(p) for p in candidates]}; "
                 f"set NUMPY_RESNET_DATA to a cifar-10-batches-bin folder")
+
+
+@pytest.fixture(params=["reference", "fast"])
+def engine(request) -> str:
+    """Run the test on each engine: the textbook's own code, then the fast twins."""
+    from numpy_resnet import use_engine
+    with use_engine(request.param):
+        yield request.param

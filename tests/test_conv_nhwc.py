@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numpy_resnet import kernels, nn
+from numpy_resnet import nn, use_engine
 from numpy_resnet.kernels import conv_nhwc, threads
 from numpy_resnet.kernels.im2col_numpy import col2im_numpy, conv_output_size, im2col_numpy
 
@@ -84,14 +84,14 @@ def test_col2im_rows_is_the_adjoint_of_im2col_rows_and_equals_the_reference(g):
 
 
 def reference_conv(g: dict, x: np.ndarray, dy_seed: int):
-    """The readable Conv2d (numpy backend): y, dx, dW, db, and the layer itself."""
+    """The readable Conv2d (reference engine): y, dx, dW, db, and the layer itself."""
     conv = nn.Conv2d(g["C"], g["C_out"], g["k"], stride=g["stride"], padding=g["padding"],
                      bias=g["bias"]).to(x.dtype)
     rng = np.random.default_rng(dy_seed)
     conv.weight.data = rng.standard_normal(conv.weight.shape).astype(x.dtype)
     if conv.bias is not None:
         conv.bias.data = rng.standard_normal(conv.bias.shape).astype(x.dtype)
-    with kernels.use_backend("numpy"):
+    with use_engine("reference"):
         y = conv(x)
         dy = rng.standard_normal(y.shape).astype(x.dtype)
         dx = conv.backward(dy)

@@ -5,8 +5,8 @@ images, kernel, stride and padding):
 
 1. `im2col_numba` / `col2im_numba` compute what `im2col_numpy` / `col2im_numpy` compute;
 2. col2im is the adjoint of im2col:  <im2col(x), y> = <x, col2im(y)>  for every x and y;
-3. Conv2d (im2col + GEMM) equals `conv2d_naive` (four loops), with either backend,
-   and its backward, like pooling's, does not depend on the backend.
+3. Conv2d (im2col + GEMM) equals `conv2d_naive` (four loops) on either engine, and its
+   backward, like pooling's, does not depend on the engine.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numpy_resnet import kernels, nn
+from numpy_resnet import get_engine, nn, use_engine
+from numpy_resnet.engine import ENGINES
 from numpy_resnet.kernels import conv2d_naive, conv_output_size
 from numpy_resnet.kernels import im2col_numba as numba_loops
 from numpy_resnet.kernels.im2col_numba import col2im_numba, im2col_numba
@@ -104,27 +105,30 @@ def test_plain_python_loops_of_the_numba_kernels_match_numpy():
     assert_close(dx, col2im_numpy(cols, x.shape, k, k, stride, padding), 1e-12, "col2im loops")
 
 
-@pytest.mark.parametrize("backend", kernels.BACKENDS)
-def test_im2col_accepts_a_non_contiguous_view(backend):
+# the readable unfold (what the textbook calls) and its compiled twin (what the engine calls)
+UNFOLDS = {"numpy": (im2col_numpy, col2im_numpy), "numba": (im2col_numba, col2im_numba)}
+
+
+@pytest.mark.parametrize("unfold", UNFOLDS)
+def test_im2col_accepts_a_non_contiguous_view(unfold):
     """A transposed view (strides not in C order) unfolds like its contiguous copy."""
+    im2col, _ = UNFOLDS[unfold]
     x = np.random.default_rng(0).standard_normal((2, 3, 6, 9)).transpose(0, 1, 3, 2)
     assert not x.flags.c_contiguous
-    with kernels.use_backend(backend):
-        np.testing.assert_array_equal(kernels.im2col(x, 3, 3, 2, 1),
-                                      kernels.im2col(np.ascontiguousarray(x), 3, 3, 2, 1))
+    np.testing.assert_array_equal(im2col(x, 3, 3, 2, 1), im2col(np.ascontiguousarray(x), 3, 3, 2, 1))
 
 
 # ----- 2. col2im is the adjoint (transpose) of im2col -----------------------------------------
-@pytest.mark.parametrize("backend", kernels.BACKENDS)
+@pytest.mark.parametrize("unfold", UNFOLDS)
 @EXAMPLES
 @given(g=unfold_geometry())
-def test_col2im_is_the_adjoint_of_im2col(backend, g):
+def test_col2im_is_the_adjoint_of_im2col(unfold, g):
     """<im2col(x), y> = <x, col2im(y)>: the one line that catches most col2im bugs."""
     x, y = random_problem(g, np.float64)
     args = (g["k"], g["k"], g["stride"], g["padding"])
-    with kernels.use_backend(backend):
-        cols = kernels.im2col(x, *args)
-        dx = kernels.col2im(y, x.shape, *args)
+    im2col, col2im = UNFOLDS[unfold]
+    cols = im2col(x, *args)
+    dx = col2im(y, x.shape, *args)
     lhs = np.vdot(cols, y)
     rhs = np.vdot(x, dx)
     # both sides are sums of the same products; rounding is bounded by |cols|·|y| (Cauchy-Schwarz)
@@ -180,34 +184,34 @@ def build_conv(c: dict) -> tuple[Conv2d, np.ndarray]:
 
 @EXAMPLES
 @given(c=conv_config())
-def test_conv2d_forward_matches_naive_loops_with_both_backends(c):
+def test_conv2d_forward_matches_naive_loops_on_both_engines(c):
     conv, x = build_conv(c)
     bias = conv.bias.data if conv.bias is not None else None
     expected = conv2d_naive(x, conv.weight.data, bias, c["stride"], c["padding"], c["groups"])
-    for backend in kernels.BACKENDS:
-        with kernels.use_backend(backend):
+    for engine in ENGINES:
+        with use_engine(engine):
             y = conv(x)
-        assert_close(y, expected, 1e-12, f"Conv2d forward ({backend}) vs conv2d_naive, {c}")
+        assert_close(y, expected, 1e-12, f"Conv2d forward ({engine} engine) vs conv2d_naive, {c}")
 
 
 @EXAMPLES
 @given(c=conv_config())
-def test_conv2d_backward_is_the_same_with_numba_and_numpy(c):
+def test_conv2d_backward_is_the_same_on_both_engines(c):
     conv, x = build_conv(c)
     H_out = conv_output_size(c["H"], c["kernel_size"], c["stride"], c["padding"])
     W_out = conv_output_size(c["W"], c["kernel_size"], c["stride"], c["padding"])
     dy = np.random.default_rng(c["seed"] + 1).standard_normal((c["N"], c["out_channels"],
                                                                H_out, W_out))
     grads = {}
-    for backend in kernels.BACKENDS:
+    for engine in ENGINES:
         conv.zero_grad()
-        with kernels.use_backend(backend):
+        with use_engine(engine):
             conv(x)
-            grads[backend] = {"dx": conv.backward(dy), "dW": conv.weight.grad.copy()}
+            grads[engine] = {"dx": conv.backward(dy), "dW": conv.weight.grad.copy()}
         if conv.bias is not None:
-            grads[backend]["db"] = conv.bias.grad.copy()
-    for name, expected in grads["numpy"].items():
-        assert_close(grads["numba"][name], expected, 1e-12, f"Conv2d {name}: numba vs numpy, {c}")
+            grads[engine]["db"] = conv.bias.grad.copy()
+    for name, expected in grads["reference"].items():
+        assert_close(grads["fast"][name], expected, 1e-12, f"Conv2d {name}: fast vs reference, {c}")
 
 
 # ----- pooling unfolds with the same kernels --------------------------------------------------
@@ -225,64 +229,60 @@ def pool_config(draw) -> dict:
     )
 
 
-def run_both_backends(layer, x: np.ndarray, dy_seed: int) -> dict:
-    """{backend: (y, dx)} for one forward and one backward with each backend."""
+def run_both_engines(layer, x: np.ndarray, dy_seed: int) -> dict:
+    """{engine: (y, dx)} for one forward and one backward on each engine."""
     results = {}
-    for backend in kernels.BACKENDS:
-        with kernels.use_backend(backend):
+    for engine in ENGINES:
+        with use_engine(engine):
             y = layer(x)
             dy = np.random.default_rng(dy_seed).standard_normal(y.shape)
-            results[backend] = (y, layer.backward(dy))
+            results[engine] = (y, layer.backward(dy))
     return results
 
 
 @EXAMPLES
 @given(c=pool_config())
-def test_maxpool2d_is_the_same_with_numba_and_numpy(c):
+def test_maxpool2d_is_the_same_on_both_engines(c):
     layer = MaxPool2d(c["kernel_size"], c["stride"], c["padding"])
     x = np.random.default_rng(c["seed"]).standard_normal((c["N"], c["C"], c["H"], c["W"]))
-    results = run_both_backends(layer, x, c["seed"] + 1)
-    (y_numba, dx_numba), (y_numpy, dx_numpy) = results["numba"], results["numpy"]
+    results = run_both_engines(layer, x, c["seed"] + 1)
+    (y_numba, dx_numba), (y_numpy, dx_numpy) = results["fast"], results["reference"]
     np.testing.assert_array_equal(y_numba, y_numpy)
-    assert_close(dx_numba, dx_numpy, 1e-12, f"MaxPool2d dx: numba vs numpy, {c}")
+    assert_close(dx_numba, dx_numpy, 1e-12, f"MaxPool2d dx: fast vs reference, {c}")
 
 
 @EXAMPLES
 @given(c=pool_config())
-def test_avgpool2d_is_the_same_with_numba_and_numpy(c):
+def test_avgpool2d_is_the_same_on_both_engines(c):
     layer = AvgPool2d(c["kernel_size"], c["stride"], c["padding"], ceil_mode=c["ceil_mode"],
                       count_include_pad=c["count_include_pad"])
     x = np.random.default_rng(c["seed"]).standard_normal((c["N"], c["C"], c["H"], c["W"]))
-    results = run_both_backends(layer, x, c["seed"] + 1)
-    (y_numba, dx_numba), (y_numpy, dx_numpy) = results["numba"], results["numpy"]
-    assert_close(y_numba, y_numpy, 1e-12, f"AvgPool2d y: numba vs numpy, {c}")
-    assert_close(dx_numba, dx_numpy, 1e-12, f"AvgPool2d dx: numba vs numpy, {c}")
+    results = run_both_engines(layer, x, c["seed"] + 1)
+    (y_numba, dx_numba), (y_numpy, dx_numpy) = results["fast"], results["reference"]
+    assert_close(y_numba, y_numpy, 1e-12, f"AvgPool2d y: fast vs reference, {c}")
+    assert_close(dx_numba, dx_numpy, 1e-12, f"AvgPool2d dx: fast vs reference, {c}")
 
 
-# ----- choosing the backend -------------------------------------------------------------------
-def test_use_backend_restores_the_previous_backend_even_after_an_error():
-    before = kernels.get_backend()
+# ----- choosing the engine --------------------------------------------------------------------
+def test_use_engine_restores_the_previous_engine_even_after_an_error():
+    before = get_engine()
     with pytest.raises(RuntimeError):
-        with kernels.use_backend("numpy"):
-            assert kernels.get_backend() == "numpy"
+        with use_engine("reference"):
+            assert get_engine() == "reference"
             raise RuntimeError("boom")
-    assert kernels.get_backend() == before
+    assert get_engine() == before
 
 
-def test_set_backend_rejects_an_unknown_name():
+def test_use_engine_rejects_an_unknown_name():
     with pytest.raises(ValueError, match="cupy"):
-        kernels.set_backend("cupy")
+        use_engine("cupy")
 
 
-def test_conv2d_reuses_its_im2col_buffer_and_stays_right_when_shapes_change():
-    # the NCHW im2col path: with the numba backend, the one grouped convolutions take
+def test_a_grouped_conv_on_the_fast_engine_stays_right_when_shapes_change():
+    # the NCHW im2col path with the compiled unfold: the one grouped convolutions take
     conv = nn.Conv2d(4, 4, 3, padding=1, groups=2).to(np.float64)
     rng = np.random.default_rng(5)
     for shape in [(2, 4, 6, 6), (2, 4, 6, 6), (3, 4, 5, 7), (2, 4, 6, 6)]:
         x = rng.standard_normal(shape)
         expected = conv2d_naive(x, conv.weight.data, conv.bias.data, 1, 1, 2)
         np.testing.assert_allclose(conv(x), expected, rtol=1e-12, atol=1e-12)
-    first = conv._cols_buffer
-    assert first is not None
-    conv(rng.standard_normal((2, 4, 6, 6)))
-    assert conv._cols_buffer is first, "same shape: the buffer is reused, not reallocated"

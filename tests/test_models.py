@@ -281,7 +281,7 @@ def assert_close(ours, theirs, what, tol=1e-9):
 
 
 @pytest.mark.parametrize("name", list(PARITY))
-def test_model_matches_torch_logits_gradients_and_two_sgd_steps(name):
+def test_model_matches_torch_logits_gradients_and_two_sgd_steps(name, engine):
     block, layers, kwargs, size = PARITY[name]
     kwargs = dict(num_classes=10, width=8, **kwargs)
     ours = ResNet(block, layers, **kwargs).to(np.float64)
@@ -341,7 +341,7 @@ def randomize_batchnorm(model, seed=0):
     lambda: cifar_resnet(8, width=4),
     lambda: ResNet(Bottleneck, [1, 1], num_classes=5, stem="cifar", width=4),
 ], ids=["cifar resnet8 option A", "two-stage bottleneck net"])
-def test_tiny_resnet_backward_matches_finite_differences(make, train):
+def test_tiny_resnet_backward_matches_finite_differences(make, train, engine):
     # a few sampled entries of every tensor; the blocks are checked exhaustively elsewhere
     x = np.random.default_rng(1).standard_normal((2, 3, 8, 8))
     # eval mode is piecewise linear per entry: any one-sided disagreement is a ReLU kink
@@ -410,23 +410,19 @@ def test_resnet_backward_before_forward_names_the_layer():
         model.backward(np.zeros((1, 10), np.float32))
 
 
-@pytest.mark.parametrize("backend", ["numba", "numpy"])
-def test_backward_without_the_input_gradient_gives_the_same_parameter_gradients(backend):
+def test_backward_without_the_input_gradient_gives_the_same_parameter_gradients(engine):
     # training asks for no dL/dx (the images need none): the first conv skips dx, nothing else changes
-    from numpy_resnet import kernels
-
     model = cifar_resnet(8, width=4)
     x = np.random.default_rng(2).standard_normal((3, 3, 8, 8)).astype(np.float32)
     y = np.array([0, 3, 9])
     criterion = CrossEntropyLoss()
     grads = []
-    with kernels.use_backend(backend):
-        for need_input_grad in (True, False):
-            model.zero_grad()
-            criterion(model(x), y)
-            dx = model.backward(criterion.backward(), need_input_grad=need_input_grad)
-            assert (dx is not None) == need_input_grad
-            grads.append([p.grad.copy() for p in model.parameters()])
+    for need_input_grad in (True, False):
+        model.zero_grad()
+        criterion(model(x), y)
+        dx = model.backward(criterion.backward(), need_input_grad=need_input_grad)
+        assert (dx is not None) == need_input_grad
+        grads.append([p.grad.copy() for p in model.parameters()])
     (conv1_with_dx, *rest_with_dx), (conv1_without_dx, *rest_without_dx) = grads
     for with_dx, without_dx in zip(rest_with_dx, rest_without_dx, strict=True):
         np.testing.assert_array_equal(with_dx, without_dx)

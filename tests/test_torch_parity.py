@@ -24,6 +24,8 @@ torch = pytest.importorskip("torch")
 
 TOL = {np.float64: 1e-10, np.float32: 1e-5}
 TORCH_DTYPE = {np.float64: torch.float64, np.float32: torch.float32}
+pytestmark = pytest.mark.usefixtures("engine")     # every test on the reference and the fast engine
+
 DTYPES = [np.float64, np.float32]
 EXAMPLES = settings(max_examples=25, deadline=None)
 seeds = st.integers(0, 2**32 - 1)

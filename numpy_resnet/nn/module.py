@@ -95,18 +95,20 @@ def _backward_entry(fn: Callable) -> Callable:
     """A subclass's backward, as Module runs it: the dispatcher may answer, then the hooks."""
 
     @functools.wraps(fn)
-    def backward(self, grad_output, *args, **kwargs):
+    def backward(self, *args, **kwargs):
         if not _outermost(self, "backward", fn):            # super().backward(...) inside it
-            return fn(self, grad_output, *args, **kwargs)
-        for hook in list(self._backward_pre_hooks.values()):
-            result = hook(self, (grad_output,))
-            if result is not None:
-                grad_output = result[0] if isinstance(result, tuple) else result
+            return fn(self, *args, **kwargs)
+        if self._backward_pre_hooks and args:
+            for hook in list(self._backward_pre_hooks.values()):
+                result = hook(self, (args[0],))
+                if result is not None:
+                    args = (result[0] if isinstance(result, tuple) else result, *args[1:])
         grad_input = NotImplemented
         if _dispatcher is not None:
-            grad_input = _dispatcher(self, "backward", (grad_output, *args), kwargs)
+            grad_input = _dispatcher(self, "backward", args, kwargs)
         if grad_input is NotImplemented:
-            grad_input = fn(self, grad_output, *args, **kwargs)
+            grad_input = fn(self, *args, **kwargs)
+        grad_output = args[0] if args else None             # a loss's backward takes none
         for hook in list(self._backward_hooks.values()):
             result = hook(self, (grad_input,), (grad_output,))
             if result is not None:
