@@ -1,5 +1,5 @@
-"""BatchNorm2d and ReLU on the fast path give the reference's numbers; the worker pool, BLAS
-and memory helpers behind the fast path do what they say.
+"""BatchNorm2d and ReLU on the fast engine give the reference's numbers; the worker pool, BLAS
+and memory helpers behind the fast engine do what they say.
 
 The fast BatchNorm recomputes x̂ with the reference's operations, so in train and eval mode,
 forward and backward, its numbers equal the readable layer's up to the order of the float64
@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from numpy_resnet import kernels, nn
+from numpy_resnet import nn, use_engine
+from numpy_resnet.engine.dispatch import records, runs_as_written
 from numpy_resnet.kernels import blas, conv_nhwc, elementwise, memory, threads
 
 
@@ -23,18 +24,18 @@ def grain(request, monkeypatch):
     return threads.GRAIN
 
 
-def both_backends(layer, x: np.ndarray, dy: np.ndarray) -> dict:
-    """{backend: (y, dx, {name: grad})} for one forward and backward, the same starting state."""
+def both_engines(layer, x: np.ndarray, dy: np.ndarray) -> dict:
+    """{engine: (y, dx, {name: grad})} for one forward and backward, the same starting state."""
     state = layer.state_dict()
     results = {}
-    for backend in ("numpy", "numba"):
+    for engine in ("reference", "fast"):
         layer.load_state_dict(state)
         layer.zero_grad()
-        with kernels.use_backend(backend):
+        with use_engine(engine):
             y = layer(x)
             dx = layer.backward(dy)
         grads = {name: p.grad.copy() for name, p in layer.named_parameters()}
-        results[backend] = (y, dx, grads, layer.state_dict())
+        results[engine] = (y, dx, grads, layer.state_dict())
     return results
 
 
@@ -53,9 +54,9 @@ def test_fast_batchnorm_equals_the_reference_layer(dtype, train, layout, grain):
     if layout == "channels-last":
         x, dy = conv_nhwc.from_nhwc(conv_nhwc.to_nhwc(x)), conv_nhwc.from_nhwc(conv_nhwc.to_nhwc(dy))
     bn.train(train)
-    results = both_backends(bn, x, dy)
+    results = both_engines(bn, x, dy)
     rtol = 1e-12 if dtype == np.float64 else 2e-6
-    (y0, dx0, g0, s0), (y1, dx1, g1, s1) = results["numpy"], results["numba"]
+    (y0, dx0, g0, s0), (y1, dx1, g1, s1) = results["reference"], results["fast"]
     assert y1.dtype == y0.dtype and dx1.dtype == dx0.dtype
     assert conv_nhwc.is_channels_last(y1) and conv_nhwc.is_channels_last(dx1)
     np.testing.assert_allclose(y1, y0, rtol=rtol, atol=rtol)
@@ -83,8 +84,8 @@ def test_fast_relu_equals_the_reference_exactly_nan_and_negative_zero_included(l
         x = conv_nhwc.from_nhwc(conv_nhwc.to_nhwc(x))
     elif layout == "a strided view":
         x = np.repeat(x, 2, axis=3)[..., ::2]           # not contiguous: the reference runs
-    results = both_backends(nn.ReLU(), x, dy)
-    (y0, dx0, _, _), (y1, dx1, _, _) = results["numpy"], results["numba"]
+    results = both_engines(nn.ReLU(), x, dy)
+    (y0, dx0, _, _), (y1, dx1, _, _) = results["reference"], results["fast"]
     np.testing.assert_array_equal(y1, y0)
     np.testing.assert_array_equal(np.signbit(y1), np.signbit(y0))
     np.testing.assert_array_equal(dx1, dx0)
@@ -107,22 +108,24 @@ def test_a_subclass_that_redefines_backward_gets_the_reference_forward():
             return dy * x_hat
 
     bn = MyBatchNorm(2)
-    assert not kernels.fast_path(bn, nn.BatchNorm2d) and kernels.fast_path(nn.BatchNorm2d(2), nn.BatchNorm2d)
+    assert not runs_as_written(bn) and runs_as_written(nn.BatchNorm2d(2))
     x = np.random.default_rng(4).standard_normal((2, 2, 3, 3)).astype(np.float32)
     bn(x)
-    assert bn.backward(np.ones_like(x)).shape == x.shape
-    with kernels.use_backend("numpy"):
-        assert not kernels.fast_path(nn.ReLU(), nn.ReLU)
+    assert bn.backward(np.ones_like(x)).shape == x.shape and bn not in records
 
 
-def test_backward_after_a_backend_switch_uses_what_forward_kept():
+def test_backward_after_an_engine_switch_uses_what_forward_kept():
     conv = nn.Conv2d(2, 3, 3, padding=1).to(np.float64)
     x = np.random.default_rng(5).standard_normal((2, 2, 4, 4))
-    y = conv(x)                                         # the fast path
-    with kernels.use_backend("numpy"):
-        dx_fast = conv.backward(np.ones_like(y))        # still its own backward
+    y = conv(x)                                         # the fast twin
+    with use_engine("reference"):
+        dx_fast = conv.backward(np.ones_like(y))        # still the twin's backward
         conv(x)
         dx_reference = conv.backward(np.ones_like(y))
+    y = conv(x)
+    with use_engine("reference"):
+        conv.forward(x)                                 # a direct call dispatches too
+    np.testing.assert_allclose(conv.backward(np.ones_like(y)), dx_reference, rtol=1e-12)
     np.testing.assert_allclose(dx_fast, dx_reference, rtol=1e-12)
 
 

@@ -1,8 +1,8 @@
-"""kernels/fused.py: conv -> BatchNorm -> ReLU in fewer passes gives the layers' numbers, bit for bit.
+"""engine/fused.py: conv -> BatchNorm -> ReLU in fewer passes gives the layers' numbers, bit for bit.
 
-Each case runs a model forward and backward twice on the fast path, fused and with the
-layers one after the other (fused.ENABLED = False), and compares every output, gradient
-and running statistic for exact equality, in train and eval mode, float32 and float64.
+Each case runs a model forward and backward twice on the fast engine, fused and with the
+layers' twins one after the other (fused.ENABLED = False), and compares every output,
+gradient and running statistic for exact equality, in train and eval mode, float32 and float64.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from numpy_resnet import kernels, manual_seed
+from numpy_resnet import manual_seed, use_engine
 from numpy_resnet.blocks import BasicBlock, Bottleneck
 from numpy_resnet.diagnostics import GradientRecorder
-from numpy_resnet.kernels import fused, winograd
+from numpy_resnet.engine import fused
+from numpy_resnet.engine.dispatch import records
+from numpy_resnet.kernels import winograd
 from numpy_resnet.models import ResNet, cifar_resnet
 from numpy_resnet.nn import BatchNorm2d, Conv2d, ReLU
 
@@ -68,47 +70,52 @@ def test_fused_layers_equal_the_layers_one_after_the_other_bit_for_bit(make, tra
         np.testing.assert_array_equal(a, b)
 
 
-def test_the_fused_path_is_taken_and_keeps_each_layers_cache():
+def test_the_fused_path_is_taken_and_leaves_each_layers_record():
     conv, bn, relu = Conv2d(3, 5, 3, padding=1, bias=False), BatchNorm2d(5), ReLU()
     x = np.random.default_rng(2).standard_normal((2, 3, 6, 6)).astype(np.float32)
     for train in (True, False):
         for m in (conv, bn, relu):
             m.train(train)
-        assert fused.fusable(conv, bn, relu)
+        assert fused.can_fuse(conv, bn, relu)
         z = fused.conv_bn_relu(conv, bn, relu, x)
-        assert relu.output is z and conv.cache[1] is x
-        y = bn.cache[1]                                     # BatchNorm kept its input, conv's output
+        assert records[relu] is z and records[conv][1] is x
+        y = records[bn][0]                                  # BatchNorm kept its input, conv's output
         np.testing.assert_array_equal(z, relu(bn(y)))
 
 
 def test_what_cannot_be_fused_runs_layer_by_layer():
     conv, bn, relu = Conv2d(3, 5, 3, padding=1), BatchNorm2d(5), ReLU()
-    assert fused.fusable(conv, bn, relu)
-    assert not fused.fusable(conv, BatchNorm2d(4), relu)            # channels do not match
-    assert not fused.fusable(Conv2d(4, 4, 3, groups=2), BatchNorm2d(4))
+    assert fused.can_fuse(conv, bn, relu)
+    assert not fused.can_fuse(conv, BatchNorm2d(4), relu)            # channels do not match
+    assert not fused.can_fuse(Conv2d(4, 4, 3, groups=2), BatchNorm2d(4))
     bn.eval()
-    assert not fused.fusable(conv, bn, relu)                        # modes differ
+    assert not fused.can_fuse(conv, bn, relu)                        # modes differ
     bn.train()
-    with kernels.use_backend("numpy"):
-        assert not fused.fusable(conv, bn, relu)
+    with use_engine("reference"):
+        assert not fused.can_fuse(conv, bn, relu)
 
     class MyReLU(ReLU):
         def forward(self, x):
             return super().forward(x)
-    assert not fused.fusable(conv, bn, MyReLU())
+    assert not fused.can_fuse(conv, bn, MyReLU())
+    hooked = ReLU()
+    handle = hooked.register_forward_hook(lambda m, args, y: None)
+    assert not fused.can_fuse(conv, bn, hooked)                     # a hook must see the layer run
+    handle.remove()
+    assert fused.can_fuse(conv, bn, hooked)
 
 
 def test_a_recorded_model_runs_layer_by_layer_so_every_layer_is_seen():
     model = cifar_resnet(8, width=4)
     x = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
     with GradientRecorder(model) as recorder:
-        assert not fused.fusable(model.conv1, model.bn1, model.relu)
+        assert not fused.can_fuse(model.conv1, model.bn1, model.relu)
         model.backward(np.ones_like(model(x)))
     relus = [name for name, r in recorder.layers.items() if r.get("kind") == "ReLU"]
     assert len(relus) == sum(isinstance(m, ReLU) for m in model.modules())
 
 
-def test_a_block_folds_its_sum_into_the_last_batchnorm_and_keeps_each_layers_cache():
+def test_a_block_folds_its_sum_into_the_last_batchnorm_and_leaves_each_layers_record():
     for block, last in ((BasicBlock(4, 4), "2"), (Bottleneck(16, 4), "3")):
         x = np.random.default_rng(4).standard_normal((2, block.conv1.in_channels, 6, 6))
         x = x.astype(np.float32)
@@ -116,33 +123,31 @@ def test_a_block_folds_its_sum_into_the_last_batchnorm_and_keeps_each_layers_cac
             block.train(train)
             conv, bn, relu = (getattr(block, name + last) for name in ("conv", "bn", "relu"))
             z = block(x)
-            assert relu.output is z                          # what ReLU's fast forward keeps
+            assert records[block] and records[relu] is z     # the block's twin ran
             inner_relu = getattr(block, f"relu{int(last) - 1}")
-            assert conv.cache[1] is inner_relu.output        # conv kept its input
-            y = bn.cache[1]                                  # BatchNorm kept conv's output
+            assert records[conv][1] is records[inner_relu]   # conv kept its input
+            y = records[bn][0]                               # BatchNorm kept conv's output
             expected = relu(bn(y) + x)
             np.testing.assert_array_equal(z, expected)
 
 
-def test_the_sum_is_the_blocks_own_where_it_cannot_be_folded():
+def test_the_blocks_own_code_runs_where_it_is_overridden_or_watched():
     calls = []
 
     class CountingBlock(BasicBlock):
-        def _branch(self, x):
-            calls.append("branch")
-            return super()._branch(x)
+        def forward(self, x):
+            calls.append("subclass")
+            return super().forward(x)
 
     x = np.random.default_rng(5).standard_normal((2, 4, 6, 6)).astype(np.float32)
-    CountingBlock(4, 4)(x)                                   # a subclass's own F is called
-    assert calls == ["branch"]
+    CountingBlock(4, 4)(x)                                   # a subclass's own forward runs
+    assert calls == ["subclass"]
     block = BasicBlock(4, 4)
-    object.__setattr__(block, "_branch", lambda x: calls.append("instance") or x)
-    block(x)                                                 # so is an instance's (the grader's)
-    assert calls == ["branch", "instance"]
-    with pytest.MonkeyPatch.context() as patch:              # an assignment with `residual` stubbed
-        patch.setattr(fused, "SUM", False)
-        CountingBlock(4, 4)(x)
-    assert calls == ["branch", "instance", "branch"]
+    block(x)
+    assert block in records                                  # the twin ran
+    block.conv2.register_forward_hook(lambda m, args, y: calls.append("conv2 hook"))
+    block(x)                                                 # a hooked layer: the block's own code
+    assert calls == ["subclass", "conv2 hook"] and block not in records
 
 
 def test_a_residual_of_the_wrong_shape_is_an_error_not_a_read_past_its_end():
