@@ -13,7 +13,15 @@ import pytest
 import numpy_resnet
 from numpy_resnet.assignment import PARTS, parse_parts
 from numpy_resnet.assignment.grade import GRADING_TESTS, format_table, grade, write_json
-from numpy_resnet.assignment.make import ANY_MARKER, make_student_copy, strip_regions
+from numpy_resnet.assignment.make import (
+    ANY_MARKER,
+    ENGINE_FILE,
+    ENGINE_LINE,
+    ENGINE_REFERENCE,
+    default_to_reference_engine,
+    make_student_copy,
+    strip_regions,
+)
 
 PACKAGE = Path(numpy_resnet.__file__).resolve().parent
 REPO = PACKAGE.parent
@@ -44,7 +52,6 @@ class A:
         return y
         # END SOLUTION
 
-# WHEN STUBBED conv: backend = "numpy"
 backend = "numba"
 """
 
@@ -58,18 +65,8 @@ def test_stubbed_region_becomes_not_implemented_with_the_hint_at_its_indentation
 
 def test_unstubbed_region_keeps_its_code_and_loses_its_markers():
     text, removed = strip_regions(SMALL_REGION, {"conv"})
-    assert "        y = 2 * x\n        return y\n" in text and removed == ['backend = "numba"']
-    assert 'backend = "numpy"' in text and 'backend = "numba"' not in text
-    assert not ANY_MARKER.search(text)
-
-
-def test_a_when_stubbed_marker_with_several_parts_applies_when_any_of_them_is_stubbed():
-    text = '# WHEN STUBBED conv,batchnorm: backend = "numpy"\nbackend = "numba"\n'
-    for stubbed, expected in (({"batchnorm"}, "numpy"), ({"conv", "linear"}, "numpy"), ({"linear"}, "numba")):
-        new, _ = strip_regions(text, stubbed)
-        assert new == f'backend = "{expected}"\n', stubbed
-    with pytest.raises(ValueError):
-        strip_regions('# WHEN STUBBED conv,nonsense: x = 1\nx = 2\n', set())
+    assert text == 'class A:\n    def f(self, x):\n        y = 2 * x\n        return y\n\nbackend = "numba"\n'
+    assert removed == []
 
 
 def test_unterminated_or_unknown_regions_are_errors():
@@ -112,17 +109,51 @@ def test_student_copy_has_no_markers_caches_solutions_or_grader_files(tmp_path):
             assert not leaked, (rel, leaked)
 
 
-def test_student_copy_uses_the_numpy_backend_only_when_a_layer_with_a_fast_path_is_stubbed(tmp_path):
-    code = "import numpy_resnet.models, numpy_resnet.kernels as k; print(k.get_backend())"
-    for parts, backend in ((["conv"], "numpy"), (["batchnorm"], "numpy"), (["activations"], "numpy"),
-                           (["linear"], "numba")):
-        out = tmp_path / parts[0]
+def _engine_of(copy: Path) -> str:
+    """The engine `import numpy_resnet` starts with in a student copy, asked in a fresh process."""
+    env = dict(os.environ, PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1")
+    run = subprocess.run([sys.executable, "-c", "import numpy_resnet; print(numpy_resnet.__file__, "
+                          "numpy_resnet.get_engine())"], cwd=copy.parent, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    where, engine = run.stdout.split()
+    assert Path(where).resolve().is_relative_to(copy.resolve()), where
+    return engine
+
+
+def test_student_copy_defaults_to_the_reference_engine_whatever_is_stubbed(tmp_path):
+    for parts in (["conv"], ["linear"], []):
+        out = tmp_path / ("-".join(parts) or "none")
         make_student_copy(out, parts)
-        env = dict(os.environ, PYTHONPATH=str(out), PYTHONDONTWRITEBYTECODE="1")
-        run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
-                             text=True, timeout=60)
-        assert run.returncode == 0, run.stderr
-        assert run.stdout.strip() == backend
+        assert _engine_of(out) == "reference", parts
+
+
+def test_make_stops_if_the_default_engine_line_is_not_there_exactly_once(tmp_path):
+    dispatch = tmp_path / ENGINE_FILE
+    dispatch.parent.mkdir(parents=True)
+    for text in ('_engine = "fast"  # a comment\n', '_engine = "fast"\n_engine = "fast"\n', ""):
+        dispatch.write_text(text)
+        with pytest.raises(ValueError, match="_engine"):
+            default_to_reference_engine(tmp_path)
+    dispatch.write_text('ENGINES = ("fast", "reference")\n_engine = "fast"\n')
+    default_to_reference_engine(tmp_path)
+    assert dispatch.read_text() == 'ENGINES = ("fast", "reference")\n_engine = "reference"\n'
+
+
+@pytest.mark.parametrize("handout_engine", ["as made", "fast"])
+def test_a_stubbed_conv_fails_its_grading_whatever_engine_the_copy_defaults_to(tmp_path, handout_engine):
+    """The fast engine's Conv2d must not answer for a stubbed one: the grader runs the reference."""
+    out = tmp_path / "student"
+    make_student_copy(out, ["conv"])
+    if handout_engine == "fast":                          # a student who set the default back
+        dispatch = out / "numpy_resnet" / ENGINE_FILE
+        text = dispatch.read_text()
+        assert text.count(ENGINE_REFERENCE) == 1
+        dispatch.write_text(text.replace(ENGINE_REFERENCE, ENGINE_LINE))
+        assert _engine_of(out) == "fast"
+    result = grade(out, ["conv"], timeout=120)[0]
+    assert result.tests > 0 and result.score == 0, (result.first_failure, result.output)
+    assert "NotImplementedError" in result.first_failure
 
 
 def test_make_then_grade_gives_zero_to_stubbed_parts_and_full_points_to_the_others(tmp_path):

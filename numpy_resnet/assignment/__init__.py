@@ -5,10 +5,11 @@
 
 The library marks the code students write with comment lines (BEGIN SOLUTION <part>, HINT,
 END SOLUTION; make.py and docs/assignments.md describe them). `make` replaces the regions of
-the selected parts with `raise NotImplementedError("<part>: <hint>")`; `grade` runs the
-grader's own tests for each part (grading_tests/grade_<part>.py) against the student copy,
-each part in its own subprocess. The student copy keeps parts.py and command.py of this
-package but not make.py, grade.py or the grading tests.
+the selected parts with `raise NotImplementedError("<part>: <hint>")` and makes the copy's
+default engine the reference one; `grade` runs the grader's own tests for each part
+(grading_tests/grade_<part>.py) against the student copy on the reference engine, each part
+in its own subprocess. The student copy keeps parts.py and command.py of this package but
+not make.py, grade.py or the grading tests.
 """
 
 from .parts import PARTS, Part, parse_parts

@@ -6,15 +6,16 @@ Markers in the library (comment lines, so the reference runs unchanged):
     # HINT: <text>                  one or more lines right after BEGIN
     ...
     # END SOLUTION
-    # WHEN STUBBED <part>[,<part>...]: <line>
-                                    the next line is replaced by <line> when any of the parts is stubbed
 
 A stubbed region becomes `raise NotImplementedError("<part>: <hint>")` at the region's
 indentation; an unstubbed one keeps its code and loses its marker lines.
-Two WHEN STUBBED markers: in kernels/__init__.py, with the conv, batchnorm or activations
-part stubbed the copy's default backend is "numpy", so the layers and im2col/col2im run the
-student's code and not the fast path or the Numba twin; in kernels/fused.py, with the
-residual part stubbed the blocks run the student's forward, not the fast path's folded sum.
+
+The copy's default engine is the reference one: make rewrites the line `_engine = "fast"` of
+the copy's engine/dispatch.py to `_engine = "reference"` (and stops if that line is not
+there), whatever parts are stubbed. The fast engine has its own twins of Conv2d, BatchNorm2d,
+ReLU and the blocks, which would answer in place of a student's stub; with the reference
+engine a student who runs their copy runs their own code. (The grader sets the reference
+engine itself too, so this default is for the student, not for the grades.)
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ from .parts import PARTS
 BEGIN = re.compile(r"^(\s*)# BEGIN SOLUTION (\w+)\s*$")
 HINT = re.compile(r"^\s*# HINT: ?(.*)$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
-WHEN_STUBBED = re.compile(r"^(\s*)# WHEN STUBBED (\w+(?:,\w+)*): (.*)$")
-ANY_MARKER = re.compile(r"#\s*(BEGIN SOLUTION|END SOLUTION|HINT:|WHEN STUBBED)")
+ANY_MARKER = re.compile(r"#\s*(BEGIN SOLUTION|END SOLUTION|HINT:)")
+
+# the copy's default engine: this line of engine/dispatch.py, rewritten
+ENGINE_FILE = "engine/dispatch.py"
+ENGINE_LINE = '_engine = "fast"'
+ENGINE_REFERENCE = '_engine = "reference"'
 
 # what is copied beside the package, and what never is
 EXTRA_DIRS = ("tests", "lessons")
@@ -55,20 +60,7 @@ def strip_regions(text: str, stubbed: set[str], where: str = "<text>") -> tuple[
     i = 0
     while i < len(lines):
         line = lines[i]
-        begin, when = BEGIN.match(line), WHEN_STUBBED.match(line)
-        if when:
-            indent, parts, replacement = when.groups()
-            for part in parts.split(","):
-                _check_part(part, where, i)
-            if i + 1 >= len(lines):
-                raise ValueError(f"{where}:{i + 1}: WHEN STUBBED needs a line after it")
-            if stubbed & set(parts.split(",")):
-                removed.append(lines[i + 1])
-                out.append(indent + replacement)
-            else:
-                out.append(lines[i + 1])
-            i += 2
-            continue
+        begin = BEGIN.match(line)
         if not begin:
             if ANY_MARKER.search(line):
                 raise ValueError(f"{where}:{i + 1}: marker outside a region: {line.strip()!r}")
@@ -177,8 +169,27 @@ def make_student_copy(out: str | Path, parts: list[str], source_root: str | Path
     missing = [p for p, n in stubs.items() if n == 0]
     if missing:
         raise ValueError(f"assignment make: no solution regions found for {missing}")
+    default_to_reference_engine(out / "numpy_resnet")
+    changed.append(f"numpy_resnet/{ENGINE_FILE}")
     _write_readme(out, parts)
     return {"out": str(out), "parts": list(parts), "stubs": stubs, "files": changed}
+
+
+def default_to_reference_engine(package_dir: Path) -> None:
+    """Make the copy's default engine the reference one: its own layers run, not the fast twins.
+
+    A plain replacement of one line of engine/dispatch.py; the library carries no marker for
+    it, so if that line changes this stops rather than hand out a copy whose stubs the fast
+    engine would answer for.
+    """
+    path = Path(package_dir) / ENGINE_FILE
+    lines = path.read_text(encoding="utf-8").split("\n")
+    found = [i for i, line in enumerate(lines) if line == ENGINE_LINE]
+    if len(found) != 1:
+        raise ValueError(f"assignment make: expected the line {ENGINE_LINE!r} once in {path}, found it "
+                         f"{len(found)} times; update ENGINE_LINE in numpy_resnet/assignment/make.py")
+    lines[found[0]] = ENGINE_REFERENCE
+    path.write_text("\n".join(lines), encoding="utf-8")
 
 
 def _check_no_leak(rel: str, original: str, new: str, removed: list[str], stubbed: set[str]) -> None:
@@ -205,8 +216,9 @@ def _write_readme(out: Path, parts: list[str]) -> None:
         "| part | points | what | files |\n|---|---|---|---|\n" + rows + "\n\n"
         "Check yourself with the tests in `tests/` (e.g. `python -m pytest tests/test_gradcheck.py`) "
         "and with `python -m numpy_resnet gradcheck`. The grader uses its own tests on fresh random "
-        "inputs.\n" + ("\nParts of the layers are stubbed, so `numpy_resnet.kernels` defaults to the "
-                       "NumPy backend: your code is what runs, not the fast path (and with `conv` "
-                       "stubbed, your im2col/col2im, which pooling uses too).\n"
-                       if {"conv", "batchnorm", "activations"} & set(parts) else ""),
+        "inputs.\n\n"
+        "`numpy_resnet` runs on the reference engine here: every layer runs its own code, yours "
+        "included. `numpy_resnet.use_engine(\"fast\")` switches to the fast engine, whose own "
+        "versions of Conv2d, BatchNorm2d, ReLU and the residual blocks answer in place of yours "
+        "(and the grader never uses it).\n",
         encoding="utf-8")

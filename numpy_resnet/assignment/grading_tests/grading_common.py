@@ -2,6 +2,11 @@
 
 Inputs are drawn fresh on every run (an unseeded generator), so outputs cannot be hard-coded.
 Nothing here calls numpy_resnet.gradcheck: that is a part the student writes.
+
+Every grading test imports this module, so importing it sets up the process: it checks that
+`numpy_resnet` is the student's copy, and switches it to the reference engine. The fast
+engine has its own Conv2d, BatchNorm2d, ReLU and blocks, which would answer in place of the
+student's code (a stubbed Conv2d would pass); the reference engine runs the student's code.
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ def check_student_package() -> None:
             raise RuntimeError(f"grader: imported numpy_resnet from {here}, expected it under {expected}")
 
 
-check_student_package()
+def use_the_students_code() -> None:
+    """Check the package and run its reference engine: the student's layers, never a fast twin."""
+    import numpy_resnet
+    check_student_package()
+    numpy_resnet.use_engine("reference")
+
+
+use_the_students_code()
 
 
 def numeric_gradient(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
