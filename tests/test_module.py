@@ -155,3 +155,77 @@ def test_loss_backward_uses_the_upstream_scalar():
     logits = np.random.default_rng(1).standard_normal((4, 3))
     crit(logits, np.array([0, 1, 2, 0]))
     np.testing.assert_allclose(crit.backward(3.0), 3.0 * crit.backward())
+
+
+# ----- hooks, as in PyTorch --------------------------------------------------------------------
+def test_forward_hooks_see_and_may_replace_the_input_and_the_output(engine):
+    relu = nn.ReLU()
+    seen = []
+    pre = relu.register_forward_pre_hook(lambda m, args: (args[0] - 1,))
+    post = relu.register_forward_hook(lambda m, args, y: seen.append((m, args[0], y)) or y * 2)
+    x = np.array([[0.5, 2.0, 3.0]])
+    np.testing.assert_array_equal(relu(x), [[0.0, 2.0, 4.0]])
+    assert seen[0][0] is relu
+    np.testing.assert_array_equal(seen[0][1], x - 1)                # the hook saw the new input
+    pre.remove()
+    post.remove()
+    np.testing.assert_array_equal(relu(x), [[0.5, 2.0, 3.0]])
+    assert len(seen) == 1 and not relu.has_hooks()
+
+
+def test_a_full_backward_hook_gets_grad_input_and_grad_output_and_may_replace_grad_input(engine):
+    bn = nn.BatchNorm2d(2).to(np.float64)
+    x = np.random.default_rng(0).standard_normal((3, 2, 4, 4))
+    y = bn(x)
+    dy = np.cos(y)
+    expected = bn.backward(dy)
+    got = []
+    bn.register_full_backward_hook(lambda m, gi, go: got.append((gi, go)) or (gi[0] * 0,))
+    bn(x)
+    dx = bn.backward(dy)
+    (grad_input, grad_output), = got
+    assert isinstance(grad_input, tuple) and isinstance(grad_output, tuple)
+    np.testing.assert_allclose(grad_input[0], expected, rtol=1e-12)
+    assert grad_output[0] is dy and not dx.any()
+
+
+def test_a_backward_pre_hook_may_replace_grad_output(engine):
+    relu = nn.ReLU()
+    x = np.array([[1.0, -1.0, 2.0]])
+    relu(x)
+    relu.register_full_backward_pre_hook(lambda m, go: (go[0] * 10,))
+    np.testing.assert_array_equal(relu.backward(np.ones_like(x)), [[10.0, 0.0, 10.0]])
+
+
+def test_hooks_run_once_when_a_subclass_calls_the_parents_methods(engine):
+    class Doubled(nn.ReLU):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+        def backward(self, dy):
+            return super().backward(dy) * 2
+
+    layer, calls = Doubled(), []
+    layer.register_forward_hook(lambda m, args, y: calls.append("forward"))
+    layer.register_full_backward_hook(lambda m, gi, go: calls.append("backward"))
+    y = layer(np.array([1.0, -2.0]))
+    np.testing.assert_array_equal(layer.backward(np.ones_like(y)), [2.0, 0.0])
+    assert calls == ["forward", "backward"]
+
+
+def test_a_handle_removes_its_hook_on_leaving_a_with_block():
+    conv = nn.Conv2d(1, 1, 1)
+    with conv.register_forward_hook(lambda m, args, y: None):
+        assert conv.has_hooks()
+    assert not conv.has_hooks()
+
+
+def test_the_deep_dive_snippet_prints_the_gradient_norm_at_every_child(engine, capsys):
+    from numpy_resnet.models import cifar_resnet
+    model = cifar_resnet(8, width=4)
+    for layer in model.children():
+        layer.register_full_backward_hook(lambda m, gi, go: print(type(m).__name__, np.linalg.norm(go[0])))
+    logits = model(np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32))
+    model.backward(np.ones_like(logits))
+    printed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert printed == [type(m).__name__ for m in reversed(list(model.children()))]
