@@ -29,7 +29,19 @@ def x_like(shape=(2, 3, 6, 6), seed=0) -> np.ndarray:
 
 
 # ----- which code runs ------------------------------------------------------------------------
-def test_the_fast_engine_is_the_default_and_its_twin_runs():
+HANDOUT = (PACKAGE.parent / "ASSIGNMENT.md").exists()       # a student's copy: reference by default
+
+
+@pytest.mark.skipif(HANDOUT, reason="a handout runs the reference engine by default")
+def test_a_fresh_process_runs_the_fast_engine_by_default():
+    import subprocess
+    import sys
+    code = "import numpy_resnet; print(numpy_resnet.get_engine())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "fast"
+
+
+def test_the_fast_engines_twin_runs():
     assert get_engine() == "fast"
     conv = nn.Conv2d(3, 4, 3, padding=1)
     conv(x_like())
