@@ -51,6 +51,7 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .engine import use_engine
     from .train import TrainConfig, fit
 
     if args.resume:
@@ -62,7 +63,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config.train_size = _count_or_none(config.train_size)
         config.test_size = _count_or_none(config.test_size)
     try:
-        fit(config, resume=bool(args.resume), progress=not args.no_progress)
+        with use_engine(args.engine):
+            fit(config, resume=bool(args.resume), progress=not args.no_progress)
     except FloatingPointError as err:
         print(f"numpy-resnet train: {err}", file=sys.stderr)
         return 1
@@ -198,13 +200,17 @@ def _cmd_gradflow(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
+    from .engine import use_engine
     from .experiments import DEGRADATION_MODELS, WIDTH16_MODELS, degradation
 
     models = args.models or DEGRADATION_MODELS + (WIDTH16_MODELS if args.width16 else ())
     try:
-        degradation(args.out, models, epochs=args.epochs, train_size=_count_or_none(args.train_size),
-                    test_size=_count_or_none(args.test_size), seed=args.seed, data_dir=args.data_dir,
-                    snapshot_epochs=args.snapshots, progress=not args.no_progress)
+        with use_engine(args.engine):
+            degradation(args.out, models, epochs=args.epochs,
+                        train_size=_count_or_none(args.train_size),
+                        test_size=_count_or_none(args.test_size), seed=args.seed,
+                        data_dir=args.data_dir, snapshot_epochs=args.snapshots,
+                        progress=not args.no_progress)
     except (ValueError, FloatingPointError) as err:
         print(f"numpy-resnet experiment: {err}", file=sys.stderr)
         return 1
@@ -248,8 +254,17 @@ def _add_gradflow_parsers(commands) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", help="a cifar-10-batches-bin folder (default $NUMPY_RESNET_DATA)")
     p.add_argument("--out", default="runs/degradation")
+    _add_engine_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_experiment)
+
+
+def _add_engine_option(p: argparse.ArgumentParser) -> None:
+    from .engine import ENGINES
+
+    p.add_argument("--engine", choices=ENGINES, default="fast",
+                   help="what runs the layers: the fast engine (default) or the textbook's own "
+                        "code in nn/ (numpy_resnet.use_engine)")
 
 
 def _count_or_none(size):
@@ -294,6 +309,7 @@ def _add_train_parser(commands) -> None:
     p.add_argument("--data-dir", help="a cifar-10-batches-bin folder (default $NUMPY_RESNET_DATA "
                                       "or a download into the cache)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
+    _add_engine_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 

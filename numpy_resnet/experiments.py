@@ -21,6 +21,7 @@ from . import seeding
 from .checkpoint import CHECKPOINT_NAME, read_checkpoint, restore
 from .data import load_cifar10
 from .diagnostics import GradFlowReport, gradient_flow
+from .engine import get_engine
 from .nn import Module
 from .train import TrainConfig, build_model, fit
 
@@ -176,7 +177,6 @@ def run_twin(config: TrainConfig, data, batch: tuple, snapshot_epochs: list[int]
     if resume:
         _check_same_recipe(run, config)
     if completed_epochs(run) < config.epochs:
-        log(f"{run}: training {config.model} for {config.epochs} epochs")
         fit(config, data=data, resume=resume, progress=progress, log=log, on_epoch_end=snapshots)
     for epoch in snapshots.missing():
         log(f"{run}: no snapshot at epoch {epoch} (the run was resumed past it)")
@@ -195,6 +195,7 @@ def degradation(out: str | os.PathLike = "runs/degradation", models=DEGRADATION_
     training images) default to init, middle and end.
     """
     out = Path(out)
+    log(f"degradation on the {get_engine()} engine: {' '.join(models)}, {epochs} epochs each -> {out}")
     snapshot_epochs = sorted(set(snapshot_epochs or (0, epochs // 2, epochs)))
     data = load_cifar10(data_dir, train_size, test_size, seed=seed)
     batch = first_batch(data_dir, gradflow_batch)
@@ -252,7 +253,8 @@ def summary_markdown(out: Path, models, epochs: int, train_size: int, test_size:
     lines = [f"# Degradation: plain nets vs residual twins ({epochs} epochs, {train_size} training "
              f"images, {test_size} test images)", "",
              f"PyTorch reference: same subset and recipe, {REFERENCE_EPOCHS} epochs. Ratio: first over "
-             f"last conv |dL/dW| on the first 128 training images, train mode.", "",
+             f"last conv |dL/dW| on the first 128 training images, train mode. "
+             f"Engine of our runs: {_engines(out, models)}.", "",
              "| model | params | train loss | test acc | ratio at init | ratio at end | "
              "ref. params | ref. train loss | ref. test acc | ref. ratio at init |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -273,6 +275,13 @@ def summary_markdown(out: Path, models, epochs: int, train_size: int, test_size:
             f"{ref_params:,}" if isinstance(ref_params, int) else ref_params,
             _two_places(ref_loss), _two_places(ref_acc), REFERENCE_RATIOS.get(name, "-")]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _engines(out: Path, models) -> str:
+    """The engines the runs' epochs were trained on, as recorded in their metrics.json."""
+    engines = {row.get("engine") for name in models for row in _history(out / name)}
+    engines.discard(None)
+    return " and ".join(sorted(engines)) or "not recorded"
 
 
 def _two_places(value) -> str:

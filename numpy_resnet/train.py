@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from . import serialization
 from .checkpoint import CHECKPOINT_NAME, read_checkpoint, restore, save_checkpoint
 from .data import Loader, load_cifar10, normalize
+from .engine import get_engine
 from .models import get_model, is_cifar_model
 from .nn import CrossEntropyLoss, Module
 from .optim import SGD, WarmupCosine
@@ -78,6 +79,7 @@ class EpochResult:
     lr: float
     seconds: float
     images_per_second: float
+    engine: str | None = None           # "fast" or "reference"; None in runs that did not record it
 
 
 @dataclass
@@ -171,6 +173,7 @@ def fit(config: TrainConfig, data=None, resume: bool = False, progress: bool = T
     resume: continue from `config.out`/checkpoint.npz (the config stored there wins).
     on_epoch_end(epoch, model): called after each epoch is saved (epoch counts from 1),
     e.g. to take a gradient-flow snapshot; it must leave the model as it found it.
+    It runs on the engine that is set (numpy_resnet.use_engine); each epoch's row records which.
     """
     out = Path(config.out) if config.out else None
     if resume:
@@ -189,7 +192,12 @@ def fit(config: TrainConfig, data=None, resume: bool = False, progress: bool = T
     if resume:
         restore(state, model, optimizer, scheduler)
         history.epochs = [EpochResult(**row) for row in meta["history"]]
-        log(f"resuming {out} after epoch {len(history.epochs)} of {config.epochs}")
+        log(f"resuming {out} after epoch {len(history.epochs)} of {config.epochs}, "
+            f"on the {get_engine()} engine")
+    else:
+        where = f" -> {out}" if out is not None else ""
+        log(f"training {config.model} on the {get_engine()} engine: {config.epochs} epochs, "
+            f"{len(data.x_train)} training images{where}")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
 
@@ -205,7 +213,7 @@ def fit(config: TrainConfig, data=None, resume: bool = False, progress: bool = T
             raise
         test_loss, test_acc, _ = evaluate(model, data.x_test, data.y_test)
         result = EpochResult(epoch + 1, train_loss, train_acc, test_loss, test_acc, lr, seconds,
-                             len(data.x_train) / seconds)
+                             len(data.x_train) / seconds, get_engine())
         history.epochs.append(result)
         log(f"epoch {epoch + 1:>3}/{config.epochs}  train loss {train_loss:.4f}  "
             f"train acc {train_acc:.4f}  test acc {test_acc:.4f}  "

@@ -286,3 +286,16 @@ def test_experiment_command_takes_all_for_the_subset_sizes_as_train_does():
     assert _count_or_none(args.train_size) is None and _count_or_none(args.test_size) == 200
     args = build_parser().parse_args(["train", "--train-size", "all"])
     assert _count_or_none(args.train_size) is None
+
+
+def test_experiment_command_on_the_reference_engine_says_so_and_records_it(cifar_dir, tmp_path,
+                                                                          capsys):
+    code = main(["experiment", "degradation", "--engine", "reference", "--models", "resnet20",
+                 "--epochs", "1", "--train-size", "20", "--test-size", "20", "--snapshots", "1",
+                 "--data-dir", str(cifar_dir), "--out", str(tmp_path), "--no-progress"])
+    assert code == 0
+    opening = capsys.readouterr().out.splitlines()[0]
+    assert "reference engine" in opening, opening
+    rows = json.loads((tmp_path / "resnet20" / "metrics.json").read_text())["history"]
+    assert [row["engine"] for row in rows] == ["reference"]
+    assert "Engine of our runs: reference." in (tmp_path / "summary.md").read_text()

@@ -2,9 +2,10 @@
 
 import json
 
+import numpy as np
 import pytest
 
-from numpy_resnet import cli
+from numpy_resnet import cli, get_engine, serialization
 from numpy_resnet.checkpoint import read_checkpoint
 from numpy_resnet.data import load_cifar10
 from numpy_resnet.models import MODEL_NAMES, get_model
@@ -42,11 +43,8 @@ def test_resume_gives_exactly_the_uninterrupted_result(tmp_path, small_data):
     straight = fit(tiny_config(tmp_path, "straight", epochs=3), **quiet)
     # the same run, stopped by a Ctrl-C at its second epoch's log line, before that epoch is saved
     config = tiny_config(tmp_path, "resumed", epochs=3)
-    calls = {"n": 0}
-
-    def interrupt_in_second_epoch(*args):
-        calls["n"] += 1
-        if calls["n"] == 2:
+    def interrupt_in_second_epoch(message):
+        if message.startswith("epoch   2/"):
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         fit(config, **{**quiet, "log": interrupt_in_second_epoch})
@@ -117,3 +115,38 @@ def test_cli_trains_a_cifar_net_named_cifar_resnet20(tmp_path, cifar_dir):
     assert code == 0
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["config"]["model"] == "cifar_resnet20" and len(saved["history"]) == 1
+
+
+def test_cli_train_on_the_reference_engine_says_so_and_records_it(tmp_path, cifar_dir, capsys):
+    run = tmp_path / "reference"
+    code = cli.main(["train", "--engine", "reference", "--model", "resnet20", "--epochs", "1",
+                     "--train-size", "20", "--test-size", "20", "--batch-size", "10",
+                     "--out", str(run), "--data-dir", str(cifar_dir), "--no-progress"])
+    assert code == 0
+    opening = capsys.readouterr().out.splitlines()[0]
+    assert "reference engine" in opening, opening
+    rows = json.loads((run / "metrics.json").read_text())["history"]
+    assert [row["engine"] for row in rows] == ["reference"]
+    assert "engine" in (run / "metrics.csv").read_text().splitlines()[0]
+    assert get_engine() == "fast", "the command restores the engine it found"
+
+
+def test_a_run_saved_without_engine_records_resumes_and_records_from_then_on(tmp_path, small_data):
+    def stop_at_the_second_epoch(message):
+        if message.startswith("epoch   2/"):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_config(tmp_path, "old", epochs=2), data=small_data, progress=False,
+            log=stop_at_the_second_epoch)
+    # rewrite the checkpoint as a run whose epoch rows kept no "engine"
+    checkpoint = tmp_path / "old" / "checkpoint.npz"
+    state = serialization.load(checkpoint)
+    meta = json.loads(str(state["meta"]))
+    for row in meta["history"]:
+        del row["engine"]
+    state["meta"] = np.array(json.dumps(meta))
+    serialization.save(state, checkpoint)
+
+    history = fit(TrainConfig(out=str(tmp_path / "old")), data=small_data, resume=True,
+                  progress=False, log=lambda *a: None)
+    assert [e.engine for e in history.epochs] == [None, "fast"]
