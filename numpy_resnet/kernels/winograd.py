@@ -33,7 +33,7 @@ Vector loops. Numba (LLVM) turns a loop into SIMD instructions only if it can se
 loop's stores do not feed its loads. The transforms are written so that it can: each inner
 loop writes one array and indexes every array by the loop counter alone (slices taken
 before the loop), and a tile row's values are one run of memory. Written pixel by pixel,
-with 16 stores per loop, the same transforms ran scalar and 2-5x slower (measured).
+with 16 stores per loop, the same transforms run scalar, several times slower.
 
 Rounding. The transforms add and subtract up to 9 values, so the result differs from
 im2col's in the last bits: in float32 about 1e-6 of the largest output, in float64 about
@@ -41,8 +41,8 @@ im2col's in the last bits: in float32 about 1e-6 of the largest output, in float
 
 Backward (conv3x3_backward). Every step above is linear, so the gradients run the same
 steps backwards: dY's tiles transformed like V's (dM = A dY Aᵀ), 16 GEMMs for dU and 16
-for dV, then dx = B dV Bᵀ added back where each tile came from and dW = Gᵀ dU G. Measured
-on ResNet-18's 3x3 stride-1 convs, 2 workers: 1.1-1.6x faster than the im2col routes.
+for dV, then dx = B dV Bᵀ added back where each tile came from and dW = Gᵀ dU G: the
+2.25x fewer multiplications again, so the backward too beats the im2col routes.
 """
 
 from __future__ import annotations
@@ -65,20 +65,17 @@ A_T = np.array([[1, 1, 1, 0],
                 [0, 1, -1, -1]], dtype=np.float64)          # product     m -> Aᵀ m A
 
 # Which convs take this route (conv_nhwc.conv2d_forward and conv2d_backward ask `applies`).
-# Measured on ResNet-18's 3x3 stride-1 convs, 2 workers: forward 1.15x faster than im2col +
-# GEMM at 16 channels, 1.3x at 32, 1.4-1.8x from 64 up (the whole inference pass 1.15x faster
-# at width 16, 1.39x at width 64); backward 1.1-1.6x faster.
 ENABLED = True
+# from 16 channels up Winograd beats im2col + GEMM, forward and backward (docs/performance.md)
 MIN_CHANNELS = 16
-# A group of images per GEMM: V and M of about this many bytes, and at least MIN_TILES tiles
-# (a GEMM with fewer rows runs well below peak). Measured on ResNet-18, 2 workers, in
-# interleaved runs: 2 MiB made the training step 6-7% faster than 4 MiB (inference 7.5%) at
-# widths 16 and 64; 1 MiB was 2-3% slower than 2 MiB. (On one worker 4 MiB had looked as good:
-# two workers share the L3 cache and memory.) Each of the 16 planes of V and M is padded
-# by PLANE_PAD values: planes a multiple of 4 KiB apart made a conv up to 30% slower (the CPU
-# confuses stores to one plane with loads from another: "4K aliasing").
+# A group of images per GEMM: V and M of about this many bytes. 2 MiB: the two workers share
+# the L3 cache and the memory bus, so a group leaves room for the other worker's; below 2 MiB
+# the GEMMs get short (docs/performance.md).
 CHUNK_BYTES = 2 << 20
-MIN_TILES = 256
+MIN_TILES = 256                 # a GEMM with fewer rows (tiles) than this runs well below peak
+# Each of the 16 planes of V and M is padded by PLANE_PAD values: planes a multiple of 4 KiB
+# apart slow a conv down, the CPU confusing stores to one plane with loads from another
+# ("4K aliasing").
 PLANE_PAD = 16
 
 
