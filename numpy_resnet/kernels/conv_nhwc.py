@@ -33,19 +33,17 @@ from . import winograd
 from .im2col_numpy import conv_output_size
 from .threads import add_product, parallel, scratch, sum_over_workers
 
-# Chunk sizes, measured on ResNet-18's layers (2 cores, 1 MiB L2 each, 32 MiB L3): forward
-# chunks of 1-4 MiB are within a few per cent of each other and smaller ones are slower
-# (the GEMMs get short); backward adds dW once per chunk, so its chunks are larger.
+# a forward chunk of cols: 1-4 MiB run alike, smaller chunks make short GEMMs (docs/performance.md)
 FORWARD_CHUNK_BYTES = 2 << 20
-BACKWARD_CHUNK_BYTES = 4 << 20
+BACKWARD_CHUNK_BYTES = 4 << 20      # backward adds dW once per chunk: fewer, larger chunks
 MIN_CHUNK_ROWS = 512                # a GEMM with fewer rows than this runs well below peak
 # a stride-1 conv's backward by the flipped-kernel conv (_flipped_backward), up to this many
-# output channels, else by col2im; measured on ResNet-18's 3x3 convs, the whole backward:
-# the flipped route 12-17% faster at 64 channels, 4-5% at 128, 7-13% slower at 256-512
+# output channels, else by col2im: its GEMM has K = k·k·C_out, so it wins while C_out is small
+# (where the two cross: docs/performance.md)
 FLIPPED_MAX_CHANNELS = 128
 # im2col copies a kernel row's k taps as one run of k·C values, away from the left and right
-# edges, up to this many input channels, else tap by tap; measured on one core: 2x faster
-# for the 3-channel stem (3x for ImageNet's 7x7), 16% at 16 channels, slower from 32 up
+# edges, up to this many input channels, else tap by tap: the run pays for few channels only
+# (docs/performance.md)
 SPAN_MAX_CHANNELS = 16
 
 
@@ -140,8 +138,8 @@ def _col2im_rows(dcols, k, stride, padding, r0, r1, dx):
 
     The adjoint of _im2col_rows; dx: (N, H, W, C) C-contiguous holds what to add to (zeros,
     usually). Away from the left and right edges, the k taps of kernel row i add into k·C
-    consecutive values of dx, dx[n, h, w_0 : w_0 + k, :]: one loop, not k (3-5x faster at
-    every channel count; in _im2col_rows the same shortcut pays only for few channels).
+    consecutive values of dx, dx[n, h, w_0 : w_0 + k, :]: one loop, not k (faster at every
+    channel count; in _im2col_rows the same shortcut pays only for few channels).
     """
     N, H, W, C = dx.shape
     H_out = (H + 2 * padding - k) // stride + 1
@@ -237,7 +235,7 @@ def conv2d_backward(x: np.ndarray, weight: np.ndarray, grad_output: np.ndarray, 
     and the same im2col of dY gives dW too (_flipped_backward). It is the faster of the two
     when C_out is small (its GEMM has K = k·k·C_out instead of C_out) and for 1x1 convs (no
     im2col at all); above FLIPPED_MAX_CHANNELS, col2im is. The convs whose forward is
-    Winograd's (winograd.applies) take its backward: 1.1-1.6x faster than either, measured.
+    Winograd's (winograd.applies) take its backward, faster than either.
     """
     x_nhwc, dy_nhwc = to_nhwc(x), to_nhwc(grad_output)
     if winograd.applies(weight, stride, padding):          # the forward's route, backwards
