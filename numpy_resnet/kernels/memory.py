@@ -3,10 +3,9 @@
 A training step allocates and frees the same large arrays every time: activations, their
 gradients, the outputs of every layer. By default glibc returns any block larger than
 32 MiB (and the free top of its heap) to the system at once, so the next step asks for it
-again and the kernel must fault in and zero every page anew: measured here, 2,655 page
-faults and 16% of a ResNet-18 step. PyTorch avoids this with its own caching allocator; we
-raise glibc's two thresholds (mallopt), once, when the fast path first runs. Elsewhere than
-glibc this does nothing.
+again and the kernel must fault in and zero every page anew, thousands of page faults a
+step (docs/performance.md). So we raise glibc's two thresholds (mallopt), once, when the fast
+path first runs. Elsewhere than glibc this does nothing.
 """
 
 from __future__ import annotations

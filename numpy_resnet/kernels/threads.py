@@ -12,11 +12,11 @@ only source of parallelism, so no two thread pools ever compete for the cores.
 `set_num_threads(n)` chooses the number of workers (default: the cores this process may
 use), like `torch.set_num_threads`.
 
-Handing work to a pool thread and waiting for it costs about 0.1 ms (measured here: waking
-a thread, then the caller, on a virtual machine), as long as one ReLU over 4 MiB. So a
-caller says how much work one unit of its range is (`grain`: units per worker at least),
-and small arrays run on fewer workers: ReLU and BatchNorm give each worker at least GRAIN
-values, so on two workers an array under 2·GRAIN values runs on the calling thread alone.
+Handing work to a pool thread and waiting for it (waking the thread, then the caller) costs
+about as long as one ReLU over 4 MiB (docs/performance.md). So a caller says how much work
+one unit of its range is (`grain`: units per worker at least), and small arrays run on
+fewer workers: ReLU and BatchNorm give each worker at least GRAIN values, so on two
+workers an array under 2·GRAIN values runs on the calling thread alone.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def _available_cores() -> int:
         return os.cpu_count() or 1
 
 
-# values of an elementwise pass worth a worker: measured, a ReLU over 1M float32 values (4 MiB)
-# takes as long on one thread as on two; over 2M values, two threads take 0.53x the time
+# values of an elementwise pass worth a worker: below about 1M float32 values (4 MiB), handing
+# half to a second thread costs as much as it saves (docs/performance.md)
 GRAIN = 1 << 20
 _num_threads = _available_cores()
 _pool: ThreadPoolExecutor | None = None
