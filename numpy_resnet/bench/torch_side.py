@@ -11,9 +11,8 @@ shapes are those of `get_model("resnet18", num_classes=10, stem="cifar", width=w
     malloc     as installed, or (same_malloc=True, `bench --torch-same-malloc`) with the glibc
                thresholds our fast engine sets for itself (kernels/memory.py). As installed, glibc
                hands the large freed activations back to the system and faults them in again
-               on the next pass: measured here at width 16, batch 128, PyTorch's inference took
-               98-103 ms a pass in a process that only runs inference, against 50-55 ms with the
-               thresholds, and its training step took 211-223 ms against 164-194 ms
+               on the next pass, which slows PyTorch's step and, in a process that only runs
+               inference, its forward pass (by how much: docs/performance.md)
     memory     process.peak_rss_of around the first full-size step, after a warm-up on 2 images
     serve      the step and inference timed on request, for the rounds that alternate with ours
     layers     each distinct (conv, batchnorm, relu, linear; input shape) of the network alone,
