@@ -34,9 +34,10 @@
 import numpy as np
 from _common import MODE, QUICK, best_time, check, pick, print_table, rng, show_or_save
 
-from numpy_resnet import kernels, nn
+from numpy_resnet import nn, use_engine
 from numpy_resnet.kernels import conv2d_naive, conv_output_size, im2col_numpy
 
+use_engine("reference")  # the checks below run the code in nn/ you are reading, not the fast engine's twins
 print(f"mode: {MODE}")
 
 # %% [markdown]
@@ -74,9 +75,11 @@ check(np.array_equal(y_gemm_small, y_small), "W_mat · cols gives the same 2x2 o
 #
 # Now a layer like those in a CIFAR ResNet: 3x3 kernels, padding 1, a batch of images.
 # We write the GEMM version ourselves (a few lines) and check it against the loops, then
-# against the Numba kernels and against the library's `nn.Conv2d`, which does exactly this.
+# with the Numba im2col and against the library's `nn.Conv2d`, which does exactly this.
 
 # %%
+from numpy_resnet.kernels.im2col_numba import im2col_numba  # noqa: E402
+
 N, C_in, C_out, H = pick((2, 4, 4, 8), (8, 16, 16, 32))
 k, stride, padding = 3, 1, 1
 g = rng(0)
@@ -86,17 +89,16 @@ b = g.standard_normal(C_out).astype(np.float32)
 H_out = conv_output_size(H, k, stride, padding)
 
 
-def conv_im2col(x, w, b, backend):
+def conv_im2col(x, w, b, im2col):
     """Convolution as im2col + GEMM.  x: (N, C_in, H, W) -> (N, C_out, H_out, W_out)."""
-    with kernels.use_backend(backend):
-        cols = kernels.im2col(x, k, k, stride, padding)          # (C_in·k·k, N·H_out·W_out)
+    cols = im2col(x, k, k, stride, padding)                     # (C_in·k·k, N·H_out·W_out)
     y = w.reshape(C_out, -1) @ cols + b[:, None]                # (C_out, N·H_out·W_out)
     return y.reshape(C_out, N, H_out, H_out).transpose(1, 0, 2, 3)
 
 
 y_naive = conv2d_naive(x, w, b, stride, padding)
-y_numpy = conv_im2col(x, w, b, "numpy")
-y_numba = conv_im2col(x, w, b, "numba")      # the first call compiles (or loads the cache)
+y_numpy = conv_im2col(x, w, b, im2col_numpy)
+y_numba = conv_im2col(x, w, b, im2col_numba)    # the first call compiles (or loads the cache)
 
 conv = nn.Conv2d(C_in, C_out, k, stride=stride, padding=padding)
 conv.weight.data[...] = w
@@ -106,7 +108,7 @@ y_layer = conv(x)
 print(f"x {x.shape} -> y {y_naive.shape}")
 check(np.allclose(y_numpy, y_naive, atol=1e-4), "im2col (NumPy) + GEMM matches the loops")
 check(np.allclose(y_numba, y_naive, atol=1e-4), "im2col (Numba) + GEMM matches the loops")
-check(np.array_equal(kernels.im2col(x, k, k, stride, padding),
+check(np.array_equal(im2col_numba(x, k, k, stride, padding),
                      im2col_numpy(x, k, k, stride, padding)),
       "the Numba and NumPy im2col produce identical columns")
 check(np.allclose(y_layer, y_naive, atol=1e-4), "nn.Conv2d matches the loops")
@@ -120,15 +122,28 @@ print(f"largest difference loops vs nn.Conv2d: {np.abs(y_layer - y_naive).max():
 # \cdot C_{in} k^2$ of them, but one Python-level step per output entry. The GEMM hands all
 # of them to BLAS, which is written for exactly this. The price is memory: `cols` holds
 # every input pixel about $k^2 = 9$ times.
+#
+# The table's last row is the same `nn.Conv2d` on the fast engine, the library's default,
+# switched on for that row alone (`with use_engine("fast")`): it computes the same numbers
+# as the layer in `nn/conv.py`, up to rounding (`tests/` checks that they agree), only faster; the library
+# version, at the end, says how.
 
 # %%
+def conv_fast_engine():
+    with use_engine("fast"):
+        return conv(x)
+
+
+check(np.allclose(conv_fast_engine(), y_layer, atol=1e-4),
+      "nn.Conv2d on the fast engine gives the reference's numbers")
 macs = N * C_out * H_out * H_out * C_in * k * k
 repeat = pick(2, 3)
 timings = {
     "loops (conv2d_naive)": best_time(lambda: conv2d_naive(x, w, b, stride, padding), repeat=1),
-    "im2col NumPy + GEMM": best_time(lambda: conv_im2col(x, w, b, "numpy"), repeat),
-    "im2col Numba + GEMM": best_time(lambda: conv_im2col(x, w, b, "numba"), repeat),
-    "nn.Conv2d forward": best_time(lambda: conv(x), repeat),
+    "im2col NumPy + GEMM": best_time(lambda: conv_im2col(x, w, b, im2col_numpy), repeat),
+    "im2col Numba + GEMM": best_time(lambda: conv_im2col(x, w, b, im2col_numba), repeat),
+    "nn.Conv2d, reference engine": best_time(lambda: conv(x), repeat),
+    "nn.Conv2d, fast engine": best_time(conv_fast_engine, repeat),
 }
 slowest = timings["loops (conv2d_naive)"]
 print_table(["method", "seconds", "speed-up", "GMAC/s"],
@@ -144,7 +159,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 fig, ax = plt.subplots(figsize=(7, 3))
 names = list(timings)
-ax.barh(names, [timings[n] for n in names], color=["tab:red", "tab:blue", "tab:green", "tab:gray"])
+colors = ["tab:red", "tab:blue", "tab:green", "tab:gray", "tab:purple"]
+ax.barh(names, [timings[n] for n in names], color=colors)
 ax.set_xscale("log")
 ax.invert_yaxis()
 ax.set_xlabel("seconds (log scale)")
@@ -155,15 +171,15 @@ show_or_save(fig, "01_conv_timing.png")
 # %% [markdown]
 # ## NumPy or Numba?
 #
-# The two backends differ only in how they copy (im2col) and add back (col2im, the backward
-# of lesson 02). The NumPy im2col is already a single C-level copy of a strided view; col2im
-# has to loop over the $k^2$ kernel offsets in Python. The Numba twins are the plain loops,
-# compiled and split across cores. Which is faster depends on the machine, its cores and
+# The NumPy and Numba versions differ only in how they copy (im2col) and add back (col2im,
+# the backward of lesson 02). The NumPy im2col is already a single C-level copy of a strided
+# view; col2im has to loop over the $k^2$ kernel offsets in Python. The Numba twins are the
+# plain loops, compiled and split across cores. Which is faster depends on the machine, its cores and
 # what else runs on it, so measure rather than guess, on a batch the size of a training step:
 
 # %%
 from numpy_resnet.kernels import col2im_numpy  # noqa: E402
-from numpy_resnet.kernels.im2col_numba import col2im_numba, im2col_numba  # noqa: E402
+from numpy_resnet.kernels.im2col_numba import col2im_numba  # noqa: E402
 
 batch = pick((8, 16, 16, 16), (128, 16, 32, 32))
 xb = g.standard_normal(batch).astype(np.float32)
@@ -185,19 +201,22 @@ print_table(["kernel", "NumPy s", "Numba s", "NumPy / Numba"],
 # %% [markdown]
 # ## The library version
 #
-# `numpy_resnet/nn/conv.py` is the code above plus groups and the backward pass (lesson 02).
-# The backend is a switch: `numpy_resnet.kernels.set_backend("numpy")` runs every layer on
-# the readable reference, and `NUMBA_DISABLE_JIT=1` turns the Numba kernels back into plain
-# Python you can step through in a debugger. `numpy_resnet/kernels/im2col_numba.py` is
-# worth reading next to `im2col_numpy.py`: the same indexing, once as loops, once as a
-# strided view.
+# `numpy_resnet/nn/conv.py` is the code above plus groups and the backward pass (lesson 02),
+# and it is what `nn.Conv2d` ran in this lesson's checks. The engine is a switch:
+# `numpy_resnet.use_engine("reference")`, in this lesson's first cell, runs every layer's
+# own code in `nn/`; `use_engine("fast")`, the default, runs the fast twins of the layers
+# in `numpy_resnet/engine/` in their place. `NUMBA_DISABLE_JIT=1` turns the Numba kernels
+# back into plain Python you can step through in a debugger.
+# `numpy_resnet/kernels/im2col_numba.py` is worth reading next to `im2col_numpy.py`: the
+# same indexing, once as loops, once as a strided view.
 #
-# With the default backend, `nn.Conv2d` itself goes one step further
-# (`numpy_resnet/kernels/conv_nhwc.py`): it keeps activations *channels-last* (the C values
-# of a pixel side by side, PyTorch's `channels_last`), builds `cols` with one row per output
-# pixel, and never makes it whole: each core fills a chunk of rows that fits in its cache
-# and multiplies it at once. The timing table's last row is that layer; exercise 6 asks
-# why the memory layout matters.
+# The fast engine's `nn.Conv2d` (`numpy_resnet/engine/layers.py`, calling
+# `numpy_resnet/kernels/conv_nhwc.py`) goes one step further: it keeps activations
+# *channels-last* (the C values of a pixel side by side, PyTorch's `channels_last`), builds
+# `cols` with one row per output pixel, and never makes it whole: each core fills a chunk
+# of rows that fits in its cache and multiplies it at once (and 3x3 layers with 16 channels
+# or more take Winograd's route, lesson 11). The timing table's last row is that layer;
+# exercise 6 asks why the memory layout matters.
 
 # %%
 if not QUICK:
@@ -217,4 +236,4 @@ if not QUICK:
 #    `conv2d_naive(..., groups=2)` and reproduce it with two GEMMs.
 # 6. In channels-last memory, which values does one row of `cols` copy, and how many
 #    separate runs of contiguous memory are they for a 3x3 kernel? Compare with one row of
-#    the NCHW `cols` above. (`conv = nn.Conv2d(...)`; `y = conv(x)`; look at `y.strides`.)
+#    the NCHW `cols` above. (`with use_engine("fast"): y = conv(x)`, then look at `y.strides`.)

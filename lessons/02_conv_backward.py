@@ -35,10 +35,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from _common import MODE, check, pick, print_table, rng, show_or_save
 
-from numpy_resnet import kernels, nn
+from numpy_resnet import kernels, nn, use_engine
 from numpy_resnet.gradcheck import gradcheck
 from numpy_resnet.kernels import conv2d_naive, conv_output_size
 
+use_engine("reference")  # the checks below run the code in nn/ you are reading, not the fast engine's twins
 print(f"mode: {MODE}")
 
 # %% [markdown]
@@ -155,8 +156,9 @@ check(report.ok(), "Conv2d stride 2: every tensor within 1e-6 of finite differen
 # Suppose col2im *overwrote* where it should add (`=` instead of `+=`), so a pixel shared by
 # several windows keeps only the last one's gradient. The forward is untouched, and so are
 # dW and db; only dx is wrong. The report says which tensor is wrong, which is where to look.
-# (We plant the bug in `kernels.col2im`, which the readable "numpy" backend's Conv2d calls;
-# the default backend's fast path computes dx another way, see kernels/conv_nhwc.py.)
+# (We plant the bug in `kernels.col2im`, which `nn/conv.py` calls: this lesson runs on the
+# reference engine, so `Conv2d` is that code. The fast engine computes dx another way, in
+# `kernels/conv_nhwc.py`.)
 
 # %%
 def col2im_overwrite(cols, x_shape, kh, kw, stride, padding):
@@ -172,7 +174,7 @@ def col2im_overwrite(cols, x_shape, kh, kw, stride, padding):
     return dx_pad[:, :, padding:padding + H_, padding:padding + W_]
 
 
-with kernels.use_backend("numpy"), mock.patch.object(kernels, "col2im", col2im_overwrite):
+with mock.patch.object(kernels, "col2im", col2im_overwrite):
     buggy = gradcheck(conv_s2, g.standard_normal((2, C_in, 7, 7)), max_checks=60)
 print(buggy)
 check(buggy.errors["input"] > 0.1 and buggy.errors["weight"] < 1e-6,

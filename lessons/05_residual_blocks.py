@@ -28,12 +28,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 from _common import MODE, check, pick, print_table, rng, show_or_save
 
+from numpy_resnet import use_engine
 from numpy_resnet.blocks import BasicBlock, Bottleneck
 from numpy_resnet.gradcheck import gradcheck
 from numpy_resnet.nn import Conv2d
 from numpy_resnet.shortcuts import make_shortcut
 from numpy_resnet.summary import summary
 
+use_engine("reference")  # the checks below run blocks.py and nn/, the code you read, not the fast twins
 print(f"mode: {MODE}")
 g = rng(0)
 

@@ -30,9 +30,11 @@ import gc
 import matplotlib.pyplot as plt
 from _common import MODE, QUICK, check, print_table, show_or_save
 
+from numpy_resnet import use_engine
 from numpy_resnet.models import get_model
 from numpy_resnet.summary import summary
 
+use_engine("reference")  # the models below run models.py, blocks.py and nn/, not the fast engine's twins
 print(f"mode: {MODE}")
 
 

@@ -38,11 +38,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from _common import MODE, QUICK, check, data, pick, print_table, show_or_save
 
-from numpy_resnet import manual_seed
+from numpy_resnet import manual_seed, use_engine
 from numpy_resnet.diagnostics import gradient_flow
 from numpy_resnet.gradcheck import gradcheck
 from numpy_resnet.models import cifar_resnet
 
+use_engine("reference")  # the check below runs the code in nn/ and blocks.py, not the fast engine's twins
 print(f"mode: {MODE}")
 
 # %% [markdown]
@@ -69,8 +70,14 @@ check(report.ok(), "a whole residual network's backward matches finite differenc
 # weight gradient $\|\partial L / \partial W\|$, and for every block the norm of the
 # gradient at its input $\|\partial L / \partial x_l\|$ split into "through $F$" and
 # "through the skip".
+#
+# Six deep networks on a real batch take minutes on the reference engine, so from here the
+# lesson runs on the fast engine, `use_engine("fast")`: it computes the same numbers as the
+# layers and blocks checked above, up to rounding (`tests/` checks that they agree), many
+# times faster.
 
 # %%
+use_engine("fast")
 depths = pick((8, 14, 20), (20, 56, 110))
 width = pick(4, 16)
 batch = pick(16, 128)

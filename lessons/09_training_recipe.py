@@ -36,13 +36,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 from _common import MODE, QUICK, check, data, pick, print_table, show_or_save, smooth, train
 
-from numpy_resnet import manual_seed
+from numpy_resnet import manual_seed, use_engine
 from numpy_resnet.data import normalize
 from numpy_resnet.diagnostics import GradientRecorder
 from numpy_resnet.models import cifar_resnet
 from numpy_resnet.nn import Conv2d, CrossEntropyLoss, Parameter, init
 from numpy_resnet.optim import SGD, LinearLR, WarmupCosine
 
+use_engine("reference")  # the measurements below run the code in nn/ you are reading, not the fast twins
 print(f"mode: {MODE}")
 cifar = data(train_size=pick(64, 500), test_size=pick(64, 300))
 batch_size = 32
@@ -206,8 +207,13 @@ check(np.isclose(at_q, floor), f"with ε = {eps} the smallest possible training 
 # ingredient changed at a time, plus the full recipe again with another seed (another
 # initialisation and data order) to show how much two identical recipes differ. An
 # ingredient's effect is believable only if it is clearly larger than that difference.
+#
+# Seven training runs are where speed matters, so they use the fast engine,
+# `use_engine("fast")`: it computes the same numbers as the layers in `nn/` measured above,
+# up to rounding (`tests/` checks that they agree), a few times faster.
 
 # %%
+use_engine("fast")
 depth, width = pick((8, 4), (20, 16))
 runs = {
     "recipe": {},

@@ -31,10 +31,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from _common import MODE, QUICK, check, data, pick, print_table, show_or_save, train
 
-from numpy_resnet import manual_seed
+from numpy_resnet import manual_seed, use_engine
 from numpy_resnet.models import cifar_resnet
 from numpy_resnet.summary import summary
 
+use_engine("reference")  # as in every lesson, the code in nn/ you read; the training below switches to fast
 print(f"mode: {MODE}")
 cifar = data()
 source_classes, target_classes = np.arange(5), np.arange(5, 10)
@@ -63,8 +64,14 @@ pretrain_batch, tune_batch = pick((32, 32), (64, 32))
 
 # %% [markdown]
 # ## 1. Pretrain on the source classes
+#
+# This lesson trains three networks, so from here it runs on the fast engine,
+# `use_engine("fast")`: it computes the same numbers as the layers in `nn/` that lessons
+# 01-05 checked, up to rounding (`tests/` checks that they agree), a few times faster.
+# Freezing, parameter groups and `state_dict` work the same on either engine.
 
 # %%
+use_engine("fast")
 manual_seed(0)
 pretrained = cifar_resnet(depth, width=width, num_classes=5)
 pretrain = train(pretrained, *src_train, *src_test, epochs=pretrain_epochs,

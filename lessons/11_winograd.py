@@ -44,8 +44,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from _common import MODE, best_time, check, pick, print_table, rng, show_or_save
 
+from numpy_resnet import use_engine
 from numpy_resnet.kernels import conv2d_naive, conv_nhwc, winograd
 
+use_engine("reference")  # any layer here runs its code in nn/; the fast kernels are called by name
 print(f"mode: {MODE}")
 
 # %% [markdown]
@@ -88,7 +90,7 @@ check(np.allclose(Y, Y_direct, rtol=1e-12), "F(2x2, 3x3): 16 multiplications giv
 #
 # `winograd.conv3x3_reference` is the layer in four einsums, one per equation: cut the padded
 # input into overlapping 4×4 tiles (stride 2), transform tiles and kernels, multiply and sum
-# over input channels, transform back. `winograd.conv3x3_forward` is the fast path's version
+# over input channels, transform back. `winograd.conv3x3_forward` is the fast engine's version
 # of the same equations: channels-last memory, a few images at a time so that $V$ and $M$
 # stay in the cache, the 16 products as BLAS GEMMs, Numba loops for the transforms. Both
 # should be the convolution itself, in float64 to the last digits and in float32 to its
@@ -120,9 +122,10 @@ check(error32 < 1e-5, "in float32 the error is float32 rounding (the transforms 
 #
 # Fewer multiplications is not yet less time: the transforms read and write every tile,
 # and 16 GEMMs with $C_{in}$ inner terms run slower per FLOP than one with $9 C_{in}$. So
-# we time both routes of the fast path on 3x3 convs of ResNet-18 (CIFAR stem): with
-# few channels the transforms cost about what they save; with many, the GEMMs dominate
-# and the 2.25x shows. (`nn.Conv2d` takes Winograd's route from `winograd.MIN_CHANNELS`
+# we time both routes of the fast engine's convolution on 3x3 convs of ResNet-18 (CIFAR
+# stem), calling its kernel `conv_nhwc.conv2d_forward` directly: with few channels the
+# transforms cost about what they save; with many, the GEMMs dominate and the 2.25x shows.
+# (On the fast engine `nn.Conv2d` takes Winograd's route from `winograd.MIN_CHANNELS`
 # channels up; `winograd.ENABLED = False` turns it off.)
 
 # %%
