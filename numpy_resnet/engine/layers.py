@@ -44,7 +44,7 @@ class ConvTwin:
         H_out, W_out = conv._output_size(x)                 # checks x as the layer does
         if conv.groups != 1:
             return _grouped_forward(conv, x, H_out, W_out)
-        from ..kernels.conv_nhwc import conv2d_forward      # imports Numba on first use
+        from ..kernels.conv_nhwc import conv2d_forward  # imports Numba on first use
         bias = None if conv.bias is None else conv.bias.data
         y = conv2d_forward(x, conv.weight.data, bias, conv.stride, conv.padding)
         records[conv] = ("nhwc", x, y.shape)
