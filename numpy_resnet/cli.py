@@ -4,7 +4,7 @@
     numpy-resnet evaluate RUN_OR_CHECKPOINT     test accuracy, per class, confusion matrix
     numpy-resnet plot RUN [RUN ...] -o FILE     loss and accuracy curves
     numpy-resnet summary MODEL [--input 3x224x224]   per-layer table, parameters and MACs
-    numpy-resnet gradcheck [LAYER ...]          finite-difference check of every layer
+    numpy-resnet gradcheck [LAYER ...]          finite-difference check of every layer, both engines
     numpy-resnet bench [--vs-torch] [--json F]  layer and step timings, compile time, memory
     numpy-resnet gradflow [--models M ...]      gradient norm at every layer, one batch, a plot
     numpy-resnet experiment degradation         plain vs residual twins trained, summary.md
@@ -20,6 +20,7 @@ import sys
 def _cmd_gradcheck(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .engine import use_engine
     from .gradcheck import gradcheck
     from .gradcheck_cases import all_cases
 
@@ -31,19 +32,23 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
             names = sorted({c.name.split()[0] for c in all_cases()})
             print(f"gradcheck: no layer matches {args.layers}; choose from {names}", file=sys.stderr)
             return 2
-    header = f"{'layer':<32} {'mode':<5} {'tensor':<20} {'checked':>7} {'kinks':>5} {'max rel err':>11}  ok"
+    engines = ("reference", "fast") if args.engine == "both" else (args.engine,)
+    header = (f"{'engine':<9} {'layer':<32} {'mode':<5} {'tensor':<20} {'checked':>7} {'kinks':>5} "
+              f"{'max rel err':>11}  ok")
     print(header)
     print("-" * len(header))
     failed = 0
-    for case in cases:
-        rng = np.random.default_rng(args.seed)
-        report = gradcheck(case.make(), *case.inputs(rng), train=case.train, seed=args.seed,
-                           max_checks=args.max_checks)
-        for t in report.tensors:
-            ok = t.max_rel_error < args.tol
-            failed += not ok
-            print(f"{case.name:<32} {report.mode:<5} {t.name:<20} {t.checked:>7} {t.kinks:>5} "
-                  f"{t.max_rel_error:>11.2e}  {'yes' if ok else 'NO'}")
+    for engine in engines:                  # the textbook's own code first, then the fast twins
+        with use_engine(engine):
+            for case in cases:
+                rng = np.random.default_rng(args.seed)
+                report = gradcheck(case.make(), *case.inputs(rng), train=case.train, seed=args.seed,
+                                   max_checks=args.max_checks)
+                for t in report.tensors:
+                    ok = t.max_rel_error < args.tol
+                    failed += not ok
+                    print(f"{engine:<9} {case.name:<32} {report.mode:<5} {t.name:<20} {t.checked:>7} "
+                          f"{t.kinks:>5} {t.max_rel_error:>11.2e}  {'yes' if ok else 'NO'}")
     print("-" * len(header))
     print(f"float64, central differences h=1e-5, random upstream gradient; pass: max relative "
           f"error < {args.tol:g}. {'All passed.' if not failed else f'{failed} FAILED.'}")
@@ -347,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tol", type=float, default=1e-6, help="largest relative error that passes")
     p.add_argument("--max-checks", type=int, default=None,
                    help="check at most this many entries per tensor (default: all)")
+    p.add_argument("--engine", choices=("both", "reference", "fast"), default="both",
+                   help="the textbook's code (reference), the fast twins, or both (default)")
     p.set_defaults(func=_cmd_gradcheck)
 
     _add_bench_parser(commands)

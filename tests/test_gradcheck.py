@@ -132,3 +132,15 @@ def test_the_fast_engine_runs_its_twins_not_the_edited_textbook():
     inputs = case.inputs(np.random.default_rng(0))
     with use_engine("fast"), edited_source(nn.BatchNorm2d, "backward"):
         assert gradcheck(case.make(), *inputs, train=case.train).ok()
+
+
+def test_the_gradcheck_command_checks_the_textbook_and_the_twins_and_fails_on_a_planted_bug(capsys):
+    from numpy_resnet.cli import main
+    assert main(["gradcheck", "relu"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.endswith("yes")]
+    assert [row[0] for row in rows] == ["reference", "fast"]
+    with edited_source(nn.ReLU, "backward"):
+        assert main(["gradcheck", "relu"]) == 1
+    out = capsys.readouterr().out
+    assert "reference ReLU" in out and "1 FAILED" in out     # the edit shows; the twin is unchanged
+    assert main(["gradcheck", "nosuchlayer"]) == 2
