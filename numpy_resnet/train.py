@@ -196,7 +196,8 @@ def fit(config: TrainConfig, data=None, resume: bool = False, progress: bool = T
             f"on the {get_engine()} engine")
     else:
         where = f" -> {out}" if out is not None else ""
-        log(f"training {config.model} on the {get_engine()} engine: {config.epochs} epochs, "
+        epochs = f"{config.epochs} epoch{'' if config.epochs == 1 else 's'}"
+        log(f"training {config.model} on the {get_engine()} engine: {epochs}, "
             f"{len(data.x_train)} training images{where}")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
