@@ -41,8 +41,9 @@ def _block_forward(block, x: np.ndarray):
     if block.residual:
         out_shape = (h.shape[0], conv.out_channels, *conv._output_size(h))
         s = shortcut(block, x, out_shape)                   # x, or downsample(x)
-    records[block] = True
-    return conv_bn_relu(conv, bn, relu, h, residual=s)      # relu(bn(conv(h)) + s)
+    z = conv_bn_relu(conv, bn, relu, h, residual=s)         # relu(bn(conv(h)) + s)
+    records[block] = True                                   # its backward may run the twin's
+    return z
 
 
 def _block_backward(block, grad_output: np.ndarray) -> np.ndarray:
@@ -79,12 +80,13 @@ class ResNetTwin:
     def forward(model: ResNet, x: np.ndarray):
         if not (isinstance(model.conv1, Conv2d) and can_fuse(model.conv1, model.bn1, model.relu)):
             return NotImplemented
-        records[model] = True
         x = conv_bn_relu(model.conv1, model.bn1, model.relu, x)
         x = model.maxpool(x)
         for stage in model.stages:
             x = stage(x)
-        return model.fc(model.flatten(model.avgpool(x)))
+        logits = model.fc(model.flatten(model.avgpool(x)))
+        records[model] = True
+        return logits
 
     @staticmethod
     def backward(model: ResNet, grad_output: np.ndarray, need_input_grad: bool = True):
