@@ -121,7 +121,7 @@ def test_hooks_run_around_a_layers_twin_and_see_the_same_numbers_as_on_the_refer
 
 
 def test_a_backward_gradient_of_the_wrong_shape_is_an_error_not_a_read_past_the_buffer():
-    for layer in (nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()):
+    for layer in (nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(1)):
         y = layer(x_like((2, 4, 8, 8)))
         with pytest.raises(ValueError, match=r"expected a gradient shaped like the forward's output, "
                                              r"\(2, 4, 8, 8\), got \(1, 4, 8, 8\)"):

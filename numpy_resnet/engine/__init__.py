@@ -1,10 +1,11 @@
 """The fast engine: the textbook's layers, computed the fast way, chosen by layer type.
 
-    use_engine("fast")        the default: Conv2d, BatchNorm2d, ReLU, the residual blocks
-                              and the ResNet's stem run their fast twins (layers.py, blocks.py):
-                              channels-last memory, Numba loops on every core, Winograd's
-                              F(2x2, 3x3), conv -> BN -> ReLU and a block's sum in fewer
-                              passes over memory (fused.py)
+    use_engine("fast")        the default: Conv2d, BatchNorm2d, ReLU, MaxPool2d, the
+                              residual blocks and the ResNet's stem run their fast twins
+                              (layers.py, pooling.py, blocks.py): channels-last memory,
+                              Numba loops on every core, Winograd's F(2x2, 3x3), conv ->
+                              BN -> ReLU and a block's sum in fewer passes over memory
+                              (fused.py)
     use_engine("reference")   every layer runs its own code in nn/, blocks.py and models.py:
                               what the lessons teach and the gradient checks verify
 
@@ -20,7 +21,7 @@ kernels; neither imports the engine. It plugs in through nn.module.set_dispatche
 
 from __future__ import annotations
 
-from . import blocks, layers  # noqa: F401  (each registers its twins)
+from . import blocks, layers, pooling  # noqa: F401  (each registers its twins)
 from .dispatch import ENGINES, get_engine, use_engine
 
 __all__ = ["ENGINES", "get_engine", "use_engine"]
