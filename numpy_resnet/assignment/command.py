@@ -14,7 +14,7 @@ def _cmd_make(args: argparse.Namespace) -> int:
     result = make_student_copy(args.out, parts, force=args.force)
     print(f"student copy written to {result['out']}")
     for part in parts:
-        print(f"  {part:<12} {PARTS[part].points:>3} points  {result['stubs'][part]} region(s) stubbed")
+        print(f"  {part:<12} {PARTS[part].points:>3} points  {result['stubs'][part]} function(s) stubbed")
     return 0
 
 

@@ -1,14 +1,17 @@
 """`numpy-resnet assignment make`: write the student copy of the package, tests and lessons.
 
-Markers in the library (comment lines, so the reference runs unchanged):
+The library carries no marker: what a student writes is listed in parts.py. Each Stub names a
+function by its file and qualified name ("Conv2d.forward", or "im2col_numpy" at module level),
+the hint, and `keep`, how many leading statements of the body stay. make copies the package,
+finds each stub's function with `ast`, keeps its signature, its docstring and the first `keep`
+statements, and replaces the rest of the body (with the comment lines right above it) by the
+hint as comment lines and `raise NotImplementedError("<part>: <hint>")` at the body's
+indentation. Files of the parts not selected are copied unchanged.
 
-    # BEGIN SOLUTION <part>         a region a student writes: whole statements at one indentation
-    # HINT: <text>                  one or more lines right after BEGIN
-    ...
-    # END SOLUTION
-
-A stubbed region becomes `raise NotImplementedError("<part>: <hint>")` at the region's
-indentation; an unstubbed one keeps its code and loses its marker lines.
+Before writing anything make resolves every stub of every part, selected or not, and stops
+with the file and the function named if one names no function or keeps the whole body: the
+table cannot drift from the code unnoticed. It then checks that each stubbed body in the copy
+parses and is exactly the kept statements and the raise.
 
 The copy's default engine is the reference one: make rewrites the line `_engine = "fast"` of
 the copy's engine/dispatch.py to `_engine = "reference"` (and stops if that line is not
@@ -20,16 +23,13 @@ engine itself too, so this default is for the student, not for the grades.)
 
 from __future__ import annotations
 
-import re
+import ast
 import shutil
 from pathlib import Path
 
-from .parts import PARTS
+from .parts import PARTS, Stub
 
-BEGIN = re.compile(r"^(\s*)# BEGIN SOLUTION (\w+)\s*$")
-HINT = re.compile(r"^\s*# HINT: ?(.*)$")
-END = re.compile(r"^\s*# END SOLUTION\s*$")
-ANY_MARKER = re.compile(r"#\s*(BEGIN SOLUTION|END SOLUTION|HINT:)")
+LINE_LENGTH = 110                 # the stub's lines, as ruff's limit for the library
 
 # the copy's default engine: this line of engine/dispatch.py, rewritten
 ENGINE_FILE = "engine/dispatch.py"
@@ -52,75 +52,139 @@ def _ignore(folder: str, names: list[str]) -> set[str]:
     return ignored
 
 
-def strip_regions(text: str, stubbed: set[str], where: str = "<text>") -> tuple[str, list[str]]:
-    """Apply the markers to one file's text. Returns (new text, the lines of stubbed regions)."""
-    out: list[str] = []
-    removed: list[str] = []
+def stub_source(text: str, stubs: list[tuple[str, Stub]], where: str = "<text>") -> str:
+    """One file's text with the bodies of `stubs` ([(part, Stub)]) replaced by their stubs."""
     lines = text.split("\n")
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        begin = BEGIN.match(line)
-        if not begin:
-            if ANY_MARKER.search(line):
-                raise ValueError(f"{where}:{i + 1}: marker outside a region: {line.strip()!r}")
-            out.append(line)
-            i += 1
-            continue
-        indent, part = begin.groups()
-        _check_part(part, where, i)
-        start = i
-        i += 1
-        hints = []
-        while i < len(lines) and HINT.match(lines[i]):
-            hints.append(HINT.match(lines[i]).group(1).strip())
-            i += 1
-        body = []
-        while i < len(lines) and not END.match(lines[i]):
-            if ANY_MARKER.search(lines[i]):
-                raise ValueError(f"{where}:{i + 1}: marker inside the region opened on line {start + 1}")
-            body.append(lines[i])
-            i += 1
-        if i == len(lines):
-            raise ValueError(f"{where}:{start + 1}: BEGIN SOLUTION {part} has no END SOLUTION")
-        if not any(b.strip() for b in body):
-            raise ValueError(f"{where}:{start + 1}: region {part} is empty")
-        i += 1                                          # the END line
-        if part in stubbed:
-            out.extend(_stub(indent, part, hints))
-            removed.extend(body)
-        else:
-            out.extend(body)
-    return "\n".join(out), removed
+    tree = _parse(text, where)
+    spans = []
+    for part, stub in stubs:
+        start, end, indent = _body_span(tree, lines, stub, where)
+        spans.append((start, end, stub_lines(indent, part, stub.hint), stub))
+    spans.sort(key=lambda span: span[0])
+    for before, after in zip(spans, spans[1:], strict=False):
+        if after[0] < before[1]:
+            raise ValueError(f"{where}: the stubs of {before[3].function} and {after[3].function} overlap")
+    for start, end, new, _ in reversed(spans):
+        lines[start:end] = new
+    stubbed = "\n".join(lines)
+    _check_stubbed(stubbed, [stub for _, stub in stubs], where)
+    return stubbed
 
 
-def _stub(indent: str, part: str, hints: list[str]) -> list[str]:
-    """raise NotImplementedError("<part>: <hint>"), over several lines when the hint is long."""
-    message = f"{part}: " + (" ".join(hints) or "write this")
+def stub_lines(indent: str, part: str, hint: str) -> list[str]:
+    """The hint as comment lines, then raise NotImplementedError("<part>: <hint>") (over several
+    lines when it is long), at `indent`."""
+    width = LINE_LENGTH - len(indent)
+    comments = [f"{indent}# {line}" for line in _wrap(hint, width - 2)]
+    message = f"{part}: {hint}"
     line = f"{indent}raise NotImplementedError({message!r})"
-    if len(line) <= 110 or len(hints) < 2:
-        return [line]
-    pieces = [f"{part}: {hints[0]} "] + [f"{h} " for h in hints[1:-1]] + [hints[-1]]
-    return ([f"{indent}raise NotImplementedError("]
-            + [f"{indent}    {piece!r}" for piece in pieces] + [f"{indent})"])
+    if len(line) <= LINE_LENGTH:
+        return comments + [line]
+    pieces = [f"{indent}    {piece!r}" for piece in _wrap(message, width - 7, keep_spaces=True)]
+    return comments + [f"{indent}raise NotImplementedError("] + pieces + [f"{indent})"]
 
 
-def _check_part(part: str, where: str, index: int) -> None:
-    if part not in PARTS:
-        raise ValueError(f"{where}:{index + 1}: unknown part {part!r}; the parts are {list(PARTS)}")
+def _wrap(text: str, width: int, keep_spaces: bool = False) -> list[str]:
+    """Greedy wrap at spaces; with keep_spaces the pieces keep their trailing space, so that
+    "".join(pieces) == text."""
+    pieces: list[str] = []
+    for word in text.split(" "):
+        if pieces and len(pieces[-1]) + 1 + len(word) <= width:
+            pieces[-1] += " " + word
+        else:
+            pieces.append(word)
+    if keep_spaces:
+        pieces = [piece + " " for piece in pieces[:-1]] + pieces[-1:]
+    return pieces
 
 
-def find_regions(package_dir: Path) -> dict[str, list[str]]:
-    """{part: [files holding its regions]}, from the markers of a package folder."""
-    found: dict[str, list[str]] = {}
-    for path in sorted(package_dir.rglob("*.py")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            m = BEGIN.match(line)
-            if m:
-                rel = path.relative_to(package_dir).as_posix()
-                if rel not in found.setdefault(m.group(2), []):
-                    found[m.group(2)].append(rel)
-    return found
+def find_function(tree: ast.Module, qualname: str, where: str = "<text>") -> ast.FunctionDef:
+    """The def of "Class.method" or "function" in a parsed module; ValueError if not exactly one."""
+    scope: list[ast.stmt] = tree.body
+    names = qualname.split(".")
+    for depth, name in enumerate(names):
+        last = depth == len(names) - 1
+        kinds = (ast.FunctionDef, ast.AsyncFunctionDef) if last else (ast.ClassDef,)
+        found = [node for node in scope if isinstance(node, kinds) and node.name == name]
+        if len(found) != 1:
+            what = "function" if last else "class"
+            raise ValueError(f"{where}: {qualname}: found {len(found)} {what}(s) named {name!r}, "
+                             f"expected one; update its Stub in numpy_resnet/assignment/parts.py")
+        scope = found[0].body
+    return found[0]
+
+
+def statements_after_docstring(function: ast.FunctionDef) -> list[ast.stmt]:
+    body = function.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        return body[1:]
+    return body
+
+
+def _body_span(tree: ast.Module, lines: list[str], stub: Stub, where: str) -> tuple[int, int, str]:
+    """(first line, end line) as list indices, and the indentation, of what the stub replaces."""
+    function = find_function(tree, stub.function, where)
+    statements = statements_after_docstring(function)
+    if not 0 <= stub.keep < len(statements):
+        raise ValueError(f"{where}: {stub.function} has {len(statements)} statement(s) after its "
+                         f"docstring; keep={stub.keep} would leave nothing to write; update its Stub "
+                         f"in numpy_resnet/assignment/parts.py")
+    first = statements[stub.keep]
+    line = lines[first.lineno - 1]
+    indent = line[:len(line) - len(line.lstrip())]
+    if len(indent.encode()) != first.col_offset:             # col_offset counts UTF-8 bytes
+        raise ValueError(f"{where}: {stub.function}: the first statement to stub does not begin its line")
+    start = first.lineno - 1
+    index = function.body.index(first)
+    previous = function.body[index - 1].end_lineno if index else function.lineno
+    while start - 1 >= previous and lines[start - 1].strip().startswith("#"):
+        start -= 1                          # a comment right above the first stubbed line explains it
+    end = function.end_lineno
+    def_indent = function.col_offset
+    while end < len(lines) and lines[end].strip().startswith("#") \
+            and len(lines[end]) - len(lines[end].lstrip()) > def_indent:
+        end += 1                            # comments after the last statement belong to the body
+    return start, end, indent
+
+
+def _parse(text: str, where: str) -> ast.Module:
+    try:
+        return ast.parse(text)
+    except SyntaxError as error:
+        raise ValueError(f"{where}: does not parse: {error}") from error
+
+
+def _check_stubbed(text: str, stubs: list[Stub], where: str) -> None:
+    """Each stubbed body is now the kept statements and one raise, and the file parses."""
+    tree = _parse(text, where)
+    for stub in stubs:
+        statements = statements_after_docstring(find_function(tree, stub.function, where))
+        if len(statements) != stub.keep + 1 or not isinstance(statements[-1], ast.Raise):
+            raise AssertionError(f"{where}: {stub.function} was not stubbed cleanly")
+
+
+def stubs_by_file(parts: list[str]) -> dict[str, list[tuple[str, Stub]]]:
+    """{file: [(part, Stub)]} for the stubs of `parts`."""
+    by_file: dict[str, list[tuple[str, Stub]]] = {}
+    for part in parts:
+        for stub in PARTS[part].stubs:
+            by_file.setdefault(stub.file, []).append((part, stub))
+    return by_file
+
+
+def check_stubs(package_dir: Path) -> None:
+    """Resolve every stub of every part against a package folder; ValueError naming the first
+    stub whose file or function is missing or whose body is too short for its `keep`."""
+    empty = [name for name, part in PARTS.items() if not part.stubs]
+    if empty:
+        raise ValueError(f"assignment make: parts {empty} have no stubs")
+    for rel, stubs in stubs_by_file(list(PARTS)).items():
+        path = Path(package_dir) / rel
+        if not path.is_file():
+            raise ValueError(f"numpy_resnet/{rel}: no such file, named by the stub of "
+                             f"{stubs[0][1].function}; update numpy_resnet/assignment/parts.py")
+        stub_source(path.read_text(encoding="utf-8"), stubs, f"numpy_resnet/{rel}")
 
 
 def make_student_copy(out: str | Path, parts: list[str], source_root: str | Path | None = None,
@@ -128,13 +192,14 @@ def make_student_copy(out: str | Path, parts: list[str], source_root: str | Path
     """Write numpy_resnet/, tests/ and lessons/ of `source_root` into `out`, `parts` stubbed.
 
     source_root: the folder holding numpy_resnet/ (default: the one this module belongs to).
-    Returns {"out", "parts", "stubs": {part: number of regions}, "files": [changed files]}.
+    Returns {"out", "parts", "stubs": {part: number of stubbed functions}, "files": [changed files]}.
     """
     source_root = Path(source_root) if source_root else Path(__file__).resolve().parents[2]
     out = Path(out).resolve()
     package = source_root / "numpy_resnet"
     if not (package / "__init__.py").is_file():
         raise FileNotFoundError(f"assignment make: no numpy_resnet package in {source_root}")
+    check_stubs(package)
     if out == source_root.resolve() or package.resolve() in (out, *out.parents):
         raise ValueError(f"assignment make: {out} would overwrite the reference")
     if out.exists() and any(out.iterdir()):
@@ -151,28 +216,17 @@ def make_student_copy(out: str | Path, parts: list[str], source_root: str | Path
         if (source_root / name).is_file():
             shutil.copy2(source_root / name, out / name)
 
-    stubbed = set(parts)
-    stubs = {p: 0 for p in parts}
     changed = []
-    for path in sorted((out / "numpy_resnet").rglob("*.py")):
-        rel = path.relative_to(out).as_posix()
-        text = path.read_text(encoding="utf-8")
-        new, removed = strip_regions(text, stubbed, rel)
-        if new != text:
-            path.write_text(new, encoding="utf-8")
-            changed.append(rel)
-        for line in text.split("\n"):
-            m = BEGIN.match(line)
-            if m and m.group(2) in stubs:
-                stubs[m.group(2)] += 1
-        _check_no_leak(rel, text, new, removed, stubbed)
-    missing = [p for p, n in stubs.items() if n == 0]
-    if missing:
-        raise ValueError(f"assignment make: no solution regions found for {missing}")
+    for rel, stubs in sorted(stubs_by_file(parts).items()):
+        path = out / "numpy_resnet" / rel
+        path.write_text(stub_source(path.read_text(encoding="utf-8"), stubs, f"numpy_resnet/{rel}"),
+                        encoding="utf-8")
+        changed.append(f"numpy_resnet/{rel}")
     default_to_reference_engine(out / "numpy_resnet")
     changed.append(f"numpy_resnet/{ENGINE_FILE}")
     _write_readme(out, parts)
-    return {"out": str(out), "parts": list(parts), "stubs": stubs, "files": changed}
+    stubs_per_part = {part: len(PARTS[part].stubs) for part in parts}
+    return {"out": str(out), "parts": list(parts), "stubs": stubs_per_part, "files": changed}
 
 
 def default_to_reference_engine(package_dir: Path) -> None:
@@ -190,20 +244,6 @@ def default_to_reference_engine(package_dir: Path) -> None:
                          f"{len(found)} times; update ENGINE_LINE in numpy_resnet/assignment/make.py")
     lines[found[0]] = ENGINE_REFERENCE
     path.write_text("\n".join(lines), encoding="utf-8")
-
-
-def _check_no_leak(rel: str, original: str, new: str, removed: list[str], stubbed: set[str]) -> None:
-    """No marker survives, and no stubbed line is left (unless it also stands outside any region)."""
-    for number, line in enumerate(new.split("\n"), 1):
-        if ANY_MARKER.search(line):
-            raise AssertionError(f"{rel}:{number}: a marker leaked into the student copy")
-    kept, _ = strip_regions(original, set(PARTS), rel)     # the file with every region stubbed
-    outside = {line.strip() for line in kept.split("\n")}
-    new_lines = {line.strip() for line in new.split("\n")}
-    for line in removed:
-        s = line.strip()
-        if s and not s.startswith("#") and s not in outside and s in new_lines:
-            raise AssertionError(f"{rel}: solution line {s!r} leaked into the student copy")
 
 
 def _write_readme(out: Path, parts: list[str]) -> None:
