@@ -86,20 +86,13 @@ class BasicBlock(Module):
         return "" if self.residual else "residual=False"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        # BEGIN SOLUTION residual
-        # HINT: F(x) = bn2(conv2(relu1(bn1(conv1(x))))); if self.residual add shortcut(self, x, out.shape);
-        # HINT: return self.relu2(...)
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))                     # F(x)
         if self.residual:
             out = out + shortcut(self, x, out.shape)        # F(x) + shortcut(x)
         return self.relu2(out)
-        # END SOLUTION
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        # BEGIN SOLUTION residual
-        # HINT: back through relu2, then through F (bn2, conv2, relu1, bn1, conv1) and, if residual,
-        # HINT: through the shortcut (shortcut_backward); x fed both paths, so add
         d_out = self.relu2.backward(grad_output)            # dL/d(F(x) + shortcut(x))
         d = self.conv2.backward(self.bn2.backward(d_out))
         dx_residual = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))   # through F
@@ -107,7 +100,6 @@ class BasicBlock(Module):
             return dx_residual                              # plain twin: F is the only path
         dx_shortcut = shortcut_backward(self, d_out)        # through the shortcut
         return dx_residual + dx_shortcut                    # x fed both paths: gradients add
-        # END SOLUTION
 
 
 class Bottleneck(Module):
@@ -150,21 +142,14 @@ class Bottleneck(Module):
         return "" if self.residual else "residual=False"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        # BEGIN SOLUTION residual
-        # HINT: F(x) = bn3(conv3(relu2(bn2(conv2(relu1(bn1(conv1(x)))))))); if self.residual add
-        # HINT: shortcut(self, x, out.shape); return self.relu3(...)
         out = self.relu1(self.bn1(self.conv1(x)))           # 1x1: reduce to `width`
         out = self.relu2(self.bn2(self.conv2(out)))         # 3x3 (grouped for ResNeXt)
         out = self.bn3(self.conv3(out))                     # 1x1: expand to 4·planes; F(x)
         if self.residual:
             out = out + shortcut(self, x, out.shape)        # F(x) + shortcut(x)
         return self.relu3(out)
-        # END SOLUTION
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        # BEGIN SOLUTION residual
-        # HINT: back through relu3, then through F (bn3, conv3, relu2, bn2, conv2, relu1, bn1, conv1)
-        # HINT: and, if residual, through the shortcut (shortcut_backward); x fed both paths, so add
         d_out = self.relu3.backward(grad_output)            # dL/d(F(x) + shortcut(x))
         d = self.conv3.backward(self.bn3.backward(d_out))
         d = self.conv2.backward(self.bn2.backward(self.relu2.backward(d)))
@@ -173,4 +158,3 @@ class Bottleneck(Module):
             return dx_residual                              # plain twin: F is the only path
         dx_shortcut = shortcut_backward(self, d_out)        # through the shortcut
         return dx_residual + dx_shortcut                    # x fed both paths: gradients add
-        # END SOLUTION

@@ -158,6 +158,11 @@ def _files_with_markers(root: Path) -> list[str]:
     return found
 
 
+def test_no_file_outside_the_assignment_package_carries_an_assignment_marker():
+    """The textbook holds no builder directive: what students write is listed in parts.py."""
+    assert not _files_with_markers(REPO)
+
+
 def test_every_part_has_a_grading_file_that_pytest_would_not_collect():
     for name in PARTS:
         assert (GRADING_TESTS / f"grade_{name}.py").is_file()

@@ -23,9 +23,6 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
 
 def im2col_numpy(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> np.ndarray:
     """x: (N, C, H, W) -> cols: (C·kh·kw, N·H_out·W_out), by stride tricks (no Python loop)."""
-    # BEGIN SOLUTION conv
-    # HINT: pad x, then cols[(c, i, j), (n, h_o, w_o)] = x_pad[n, c, h_o·s + i, w_o·s + j]; loops over (i, j)
-    # HINT: with strided slices are fine
     N, C, H, W = x.shape
     H_out = conv_output_size(H, kh, stride, padding)
     W_out = conv_output_size(W, kw, stride, padding)
@@ -37,15 +34,11 @@ def im2col_numpy(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> 
                          strides=(sN, sC, sH, sW, sH * stride, sW * stride), writeable=False)
     # put (c, i, j) on the rows and (n, h_o, w_o) on the columns: this copy is the im2col
     return windows.transpose(1, 2, 3, 0, 4, 5).reshape(C * kh * kw, N * H_out * W_out)
-    # END SOLUTION
 
 
 def col2im_numpy(cols: np.ndarray, x_shape: tuple, kh: int, kw: int, stride: int,
                  padding: int) -> np.ndarray:
     """cols: (C·kh·kw, N·H_out·W_out) -> dx: (N, C, H, W), adding overlapping windows."""
-    # BEGIN SOLUTION conv
-    # HINT: the adjoint of im2col: add each column entry back into a zero padded dx at the place im2col read
-    # HINT: it from (overlapping windows add up), then crop the padding
     N, C, H, W = x_shape
     H_out = conv_output_size(H, kh, stride, padding)
     W_out = conv_output_size(W, kw, stride, padding)
@@ -59,4 +52,3 @@ def col2im_numpy(cols: np.ndarray, x_shape: tuple, kh: int, kw: int, stride: int
             columns = slice(j, j + stride * W_out, stride)
             dx_pad[:, :, rows, columns] += cols[:, i, j].transpose(1, 0, 2, 3)
     return dx_pad[:, :, p:p + H, p:p + W]
-    # END SOLUTION

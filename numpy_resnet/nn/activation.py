@@ -20,15 +20,9 @@ class ReLU(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_input(self, x, ndim=None)
-        # BEGIN SOLUTION activations
-        # HINT: remember where x > 0 in self.mask, return max(x, 0)
         self.mask = x > 0                       # remembered for backward
         return np.maximum(x, 0)
-        # END SOLUTION
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        # BEGIN SOLUTION activations
-        # HINT: the gradient passes where x > 0 and is 0 elsewhere (also at x == 0)
         mask = self._saved("mask")
         return grad_output * mask               # dL/dx = dL/dy where x > 0, else 0
-        # END SOLUTION

@@ -43,9 +43,6 @@ class BatchNorm2d(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_input(self, x, ndim=4, channels=self.num_features)
-        # BEGIN SOLUTION batchnorm
-        # HINT: train: μ, σ² (biased) per channel over (N, H, W), update the running stats; eval: use
-        # HINT: running_mean/var; x̂ = (x - μ)/√(σ² + ε); cache (x̂, 1/√(σ² + ε), self.training); y = γ x̂ + β
         if self.training:
             M = x.shape[0] * x.shape[2] * x.shape[3]
             if M < 2:
@@ -61,12 +58,8 @@ class BatchNorm2d(Module):
         x_hat = (x - mu.astype(x.dtype)[:, None, None]) * inv_std[:, None, None]   # x̂
         self.cache = (x_hat, inv_std, self.training)
         return self.weight.data[:, None, None] * x_hat + self.bias.data[:, None, None]
-        # END SOLUTION
 
     def _update_running_stats(self, mu: np.ndarray, var: np.ndarray, M: int) -> None:
-        # BEGIN SOLUTION batchnorm
-        # HINT: count the batch in num_batches_tracked; m = momentum (or 1/num_batches_tracked if None);
-        # HINT: running ← (1 - m) running + m new, with the unbiased variance σ² M/(M-1)
         self.num_batches_tracked = self.num_batches_tracked + 1
         if self.momentum is None:
             m = 1.0 / float(self.num_batches_tracked)
@@ -75,12 +68,8 @@ class BatchNorm2d(Module):
         self.running_mean = ((1 - m) * self.running_mean + m * mu).astype(self.running_mean.dtype)
         unbiased = var * M / (M - 1)
         self.running_var = ((1 - m) * self.running_var + m * unbiased).astype(self.running_var.dtype)
-        # END SOLUTION
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        # BEGIN SOLUTION batchnorm
-        # HINT: dβ = Σ dy, dγ = Σ dy x̂ (add into .grad); eval: dx = γ dy/√(var + ε); train: dx = γ/√(σ² + ε)
-        # HINT: · (dy - mean(dy) - x̂ · mean(dy x̂))
         x_hat, inv_std, used_batch_stats = self._saved()
         dy = grad_output
         sum_dy = dy.sum(axis=(0, 2, 3), dtype=np.float64)                   # Σ dy
@@ -95,4 +84,3 @@ class BatchNorm2d(Module):
         mean_dy = (sum_dy / M).astype(dy.dtype)[:, None, None]
         mean_dy_xhat = (sum_dy_xhat / M).astype(dy.dtype)[:, None, None]
         return scale * (dy - mean_dy - x_hat * mean_dy_xhat)
-        # END SOLUTION

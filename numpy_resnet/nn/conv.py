@@ -85,9 +85,6 @@ class Conv2d(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         H_out, W_out = self._output_size(x)
-        # BEGIN SOLUTION conv
-        # HINT: cols = kernels.im2col(x, k, k, s, p); Y = W·cols for each group (see _weight_by_group) + b;
-        # HINT: save (cols, x.shape) in self.cache; return y as (N, C_out, H_out, W_out)
         N = x.shape[0]
         k, s, p = self.kernel_size, self.stride, self.padding
         cols = kernels.im2col(x, k, k, s, p)                      # (C_in·k·k, N·H_out·W_out)
@@ -99,7 +96,6 @@ class Conv2d(Module):
             y = y + self.bias.data[None, :, None, None]
         self.cache = (cols_g, x.shape)
         return np.ascontiguousarray(y)
-        # END SOLUTION
 
     def backward(self, grad_output: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         """dY: (N, C_out, H_out, W_out) -> dx: (N, C_in, H, W); dW and db add into .grad.
@@ -107,9 +103,6 @@ class Conv2d(Module):
         need_input_grad=False skips dx and returns None, for a layer whose input needs no
         gradient (a network's images): PyTorch's autograd skips it the same way.
         """
-        # BEGIN SOLUTION conv
-        # HINT: per group: dW = dY·colsᵀ (add into self.weight.grad), db = Σ dY over (N, H, W), dcols = Wᵀ·dY;
-        # HINT: return kernels.col2im(dcols, x_shape, k, k, s, p)
         cols_g, x_shape = self._saved()
         k, s, p = self.kernel_size, self.stride, self.padding
         # dY as a matrix per group: (groups, C_out/groups, N·H_out·W_out)
@@ -123,4 +116,3 @@ class Conv2d(Module):
         dcols = np.matmul(self._weight_by_group().transpose(0, 2, 1), dy)   # dcols = Wᵀ · dY
         dcols = dcols.reshape(-1, dcols.shape[2])
         return kernels.col2im(dcols, x_shape, k, k, s, p)           # dx = col2im(dcols)
-        # END SOLUTION

@@ -30,25 +30,19 @@ class Linear(Module):
                 f"bias={self.bias is not None}")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        # BEGIN SOLUTION linear
-        # HINT: save x for backward; y = x Wᵀ + b (no bias when self.bias is None)
         check_input(self, x, ndim=2, channels=self.in_features)
         self.x = x
         y = x @ self.weight.data.T                      # y = x Wᵀ
         if self.bias is not None:
             y = y + self.bias.data                      #   + b
         return y
-        # END SOLUTION
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        # BEGIN SOLUTION linear
-        # HINT: add dW = dyᵀ x and db = Σ_n dy into the .grad arrays (+=), return dx = dy W
         x = self._saved("x")
         self.weight.grad += grad_output.T @ x           # dW = dyᵀ x      (out, in)
         if self.bias is not None:
             self.bias.grad += grad_output.sum(axis=0)   # db = Σ_n dy
         return grad_output @ self.weight.data           # dx = dy W       (N, in)
-        # END SOLUTION
 
 
 class Flatten(Module):

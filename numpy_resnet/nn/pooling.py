@@ -80,14 +80,10 @@ class MaxPool2d(_Pool2d):
         return y.reshape(N, C, H_out, W_out)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        # BEGIN SOLUTION pooling
-        # HINT: dcols: zeros (k·k, windows); put each dy at its window's argmax row; return self._fold(dcols,
-        # HINT: x_pad_shape, x_shape)
         argmax, x_pad_shape, x_shape = self._saved()
         dcols = np.zeros((self.kernel_size ** 2, argmax.size), dtype=grad_output.dtype)
         dcols[argmax, np.arange(argmax.size)] = grad_output.ravel()   # route dy to the max
         return self._fold(dcols, x_pad_shape, x_shape)
-        # END SOLUTION
 
 
 class AvgPool2d(_Pool2d):
@@ -130,14 +126,10 @@ class AvgPool2d(_Pool2d):
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        # BEGIN SOLUTION pooling
-        # HINT: every row of a window gets dy / count; build dcols (k·k, windows) and return self._fold(dcols,
-        # HINT: x_pad_shape, x_shape)
         count, x_pad_shape, x_shape = self._saved()
         share = (grad_output / count).ravel()                          # dy / count per window
         dcols = np.broadcast_to(share, (self.kernel_size ** 2, share.size))
         return self._fold(dcols, x_pad_shape, x_shape)
-        # END SOLUTION
 
 
 class AdaptiveAvgPool2d(Module):
@@ -162,8 +154,5 @@ class AdaptiveAvgPool2d(Module):
         return x.mean(axis=(2, 3), keepdims=True)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        # BEGIN SOLUTION pooling
-        # HINT: y is the mean over H·W positions, so dx = dy / (H·W) at every position, shape (N, C, H, W)
         N, C, H, W = self._saved("x_shape")
         return np.broadcast_to(grad_output / (H * W), (N, C, H, W)).copy()
-        # END SOLUTION

@@ -37,9 +37,6 @@ class SGD(Optimizer):
             raise ValueError("SGD: nesterov momentum requires momentum > 0 and dampening = 0")
 
     def update(self, p: Parameter, state: dict, group: dict) -> None:
-        # BEGIN SOLUTION optim
-        # HINT: g = ∇L + λ·p; momentum buffer b = g on the first step, else b = μ·b + (1 − τ)·g (in place, in
-        # HINT: state['momentum_buffer']); g = g + μ·b if nesterov else b; p.data -= lr·g
         g = p.grad
         if group["weight_decay"] != 0:
             g = g + group["weight_decay"] * p.data             # g = ∇L + λ·p
@@ -54,4 +51,3 @@ class SGD(Optimizer):
             buf = state["momentum_buffer"]
             g = g + momentum * buf if group["nesterov"] else buf
         p.data -= group["lr"] * g                              # p = p − η·g
-        # END SOLUTION
