@@ -323,44 +323,49 @@ class Module:
     def load_state_dict(self, state, strict: bool = True) -> tuple[list, list]:
         """Copy arrays from `state` into this module; all or nothing.
 
-        Missing, unexpected (when strict) and misshaped keys are all listed in one error,
-        and nothing is changed. Returns (missing_keys, unexpected_keys) as PyTorch does.
+        Every value is checked and cast to its target's dtype before the first one is
+        written. Missing and unexpected keys (when strict), wrong shapes and values the cast
+        would change (strings, bools, complex numbers, 1e60 into float32, 3.7 into an integer
+        buffer) are all listed in one ValueError, and nothing is changed. Rounding, as from
+        float64 to float32, is allowed. A missing `num_batches_tracked` is left as it is,
+        as PyTorch does for state dicts saved before BatchNorm counted its batches.
+        Returns (missing_keys, unexpected_keys) as PyTorch does.
         """
-        targets = {}
+        targets = {}                                    # key -> (module, name, current array)
         for module_name, module in self.named_modules():
             prefix = f"{module_name}." if module_name else ""
-            for name in module._parameters:
-                targets[prefix + name] = (module, name, "parameter")
-            for name in module._buffers:
-                targets[prefix + name] = (module, name, "buffer")
-        missing = [k for k in targets if k not in state]
-        unexpected = [k for k in state if k not in targets]
-        misshaped = []
-        for key, (module, name, kind) in targets.items():
+            for name, p in module._parameters.items():
+                targets[prefix + name] = (module, name, p.data)
+            for name, b in module._buffers.items():
+                targets[prefix + name] = (module, name, b)
+        missing = [key for key, (_, name, _) in targets.items()
+                   if key not in state and name not in _OPTIONAL_BUFFERS]
+        unexpected = [key for key in state if key not in targets]
+
+        converted, bad_values = {}, []
+        for key, (_, _, current) in targets.items():
             if key in state:
-                current = module._parameters[name].data if kind == "parameter" else module._buffers[name]
-                got = np.shape(state[key])
-                if got != current.shape:
-                    misshaped.append(f"{key}: expected {current.shape}, got {got}")
+                try:
+                    converted[key] = _cast_exactly(state[key], current)
+                except ValueError as error:
+                    bad_values.append(f"{key!r} {error}")
         problems = []
         if missing and strict:
-            problems.append(f"missing keys: {missing}")
+            problems.append(f"missing keys: {_first_few([repr(key) for key in missing])}")
         if unexpected and strict:
-            problems.append(f"unexpected keys: {unexpected}")
-        if misshaped:
-            problems.append(f"shape mismatch: {misshaped}")
+            problems.append(f"unexpected keys: {_first_few([repr(key) for key in unexpected])}")
+        if bad_values:
+            problems.append(_first_few(bad_values))
         if problems:
-            raise KeyError(f"{type(self).__name__}.load_state_dict: " + "; ".join(problems))
-        for key, (module, name, kind) in targets.items():
-            if key not in state:
-                continue
-            if kind == "parameter":
-                p = module._parameters[name]
-                p.data = np.array(state[key], dtype=p.data.dtype, copy=True)
-                if p.grad.shape != p.data.shape:
-                    p.grad = np.zeros_like(p.data)
+            raise ValueError(f"{type(self).__name__}.load_state_dict: " + "; ".join(problems)
+                             + "; nothing was loaded")
+
+        for key, array in converted.items():           # nothing below can fail
+            module, name, _ = targets[key]
+            if name in module._parameters:
+                module._parameters[name].data = array
             else:
-                module._buffers[name] = np.array(state[key], dtype=module._buffers[name].dtype, copy=True)
+                module._buffers[name] = array
         return missing, unexpected
 
     # ----- printing --------------------------------------------------------------------
@@ -375,6 +380,49 @@ class Module:
             child_lines = repr(child).split("\n")
             lines.append(f"  ({name}): " + "\n  ".join(child_lines))
         return "\n".join(lines) + "\n)"
+
+
+# ----- load_state_dict's checks ----------------------------------------------------------
+# Buffers a state dict may lack: torchvision saves from before BatchNorm counted its batches.
+_OPTIONAL_BUFFERS = ("num_batches_tracked",)
+
+
+def _cast_exactly(value, like: np.ndarray) -> np.ndarray:
+    """`value` as a new array of `like`'s shape and dtype; ValueError saying why not.
+
+    Real numbers may be rounded into a float dtype but not overflow to inf; into any other
+    dtype (num_batches_tracked's int64) every value must come through unchanged.
+    """
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:      # e.g. a ragged list
+        raise ValueError(f"is not an array ({error})") from error
+    if array.shape != like.shape:
+        raise ValueError(f"shape mismatch: expected {like.shape}, got {array.shape}")
+    if array.dtype.kind not in "iuf" and array.dtype != like.dtype:
+        raise ValueError(f"holds {_KIND_NAMES.get(array.dtype.kind, 'values')} ({array.dtype}), "
+                         f"expected real numbers for {like.dtype}")
+    with np.errstate(all="ignore"):               # the checks below report what the cast did
+        cast = array.astype(like.dtype)
+    if like.dtype.kind == "f":
+        changed = np.isfinite(array) & ~np.isfinite(cast)
+    else:
+        changed = cast != array
+    if changed.any():
+        before, after = array[changed].flat[0].item(), cast[changed].flat[0].item()
+        raise ValueError(f"holds {before!r}, which would become {after!r} as {like.dtype}")
+    return cast
+
+
+_KIND_NAMES = {"b": "booleans", "c": "complex numbers", "U": "strings", "S": "bytes",
+               "O": "Python objects", "M": "dates", "m": "time spans", "V": "raw records"}
+
+
+def _first_few(items: list[str], limit: int = 5) -> str:
+    """'a, b, c' or, for a long list, its first `limit` items and how many more."""
+    if len(items) <= limit:
+        return ", ".join(items)
+    return ", ".join(items[:limit]) + f" and {len(items) - limit} more"
 
 
 class Sequential(Module):
