@@ -29,10 +29,13 @@ method patched in place always runs as written.
 from __future__ import annotations
 
 import functools
+import numbers
 from collections import OrderedDict
 from typing import Callable, Iterator
 
 import numpy as np
+
+from .arguments import FLOAT_DTYPES, float_dtype
 
 DEFAULT_DTYPE = np.float32
 
@@ -289,10 +292,11 @@ class Module:
             p.grad[...] = 0
 
     def to(self, dtype) -> "Module":
-        """Cast parameters, gradients and floating buffers, e.g. `model.to(np.float64)`."""
-        dtype = np.dtype(dtype)
-        if dtype.kind != "f":
-            raise ValueError(f"{type(self).__name__}.to: expected a float dtype, got {dtype}")
+        """Cast parameters, gradients and floating buffers, e.g. `model.to(np.float64)`.
+
+        Only float32 and float64: the fast engine's kernels are compiled for those two.
+        """
+        dtype = float_dtype(f"{type(self).__name__}.to", dtype)
         for module in self.modules():
             for p in module._parameters.values():
                 p.data = p.data.astype(dtype)
@@ -472,9 +476,27 @@ def check_input(module: Module, x, ndim: int | None = 4, channels: int | None = 
     if channels is not None and x.shape[axis] != channels:
         dims = ["N", str(channels), "H", "W"] if ndim == 4 else ["N", str(channels)]
         raise ValueError(f"{name}: expected input ({', '.join(dims)}), got {x.shape}")
-    if x.dtype.kind != "f":
-        raise ValueError(f"{name}: expected a floating-point input, got dtype {x.dtype}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{name}: expected a floating-point input, float32 or float64, "
+                         f"got dtype {x.dtype}")
+    if x.size == 0:
+        raise ValueError(f"{name}: expected a non-empty input, got shape {x.shape}")
     dtype = module.dtype
     if module._parameters and x.dtype != dtype:
         raise ValueError(f"{name}: expected dtype {dtype}, got {x.dtype} "
                          f"(convert with x.astype(np.{dtype}) or module.to(np.{x.dtype}))")
+
+
+def check_grad(module: Module, grad_output, shape: tuple) -> None:
+    """Raise a ValueError naming the layer unless grad_output is a float array shaped like the
+    forward's output, `shape` (a loss, whose output is a number, also takes a number)."""
+    name = repr(module).split("\n")[0]
+    if shape == () and isinstance(grad_output, numbers.Real) and not isinstance(grad_output, bool):
+        return
+    if not isinstance(grad_output, np.ndarray) or grad_output.shape != tuple(shape):
+        got = getattr(grad_output, "shape", type(grad_output).__name__)
+        raise ValueError(f"{name}: backward expected a gradient shaped like the forward's "
+                         f"output, {tuple(shape)}, got {got}")
+    if grad_output.dtype.kind != "f":
+        raise ValueError(f"{name}: backward expected a floating-point gradient, "
+                         f"got dtype {grad_output.dtype}")
