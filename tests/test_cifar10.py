@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import io
+import shutil
+import socket
 import tarfile
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +30,7 @@ from numpy_resnet.data import (
     random_crop,
     random_hflip,
     read_batch,
+    read_classes,
     safe_extract,
 )
 from numpy_resnet.seeding import manual_seed
@@ -353,3 +359,267 @@ def test_download_of_a_malicious_archive_is_rejected(tmp_path, monkeypatch):
         find_data_dir(root, download=True)
     assert not (tmp_path / "x" / "evil").exists()
     assert not (root / "cifar-10-batches-bin").exists()
+
+
+# ----- bad data paths and bad files: a clear one-line error, and nothing created ----------
+# Each case starts from a copy of the real files in tmp_path/data/cifar-10-batches-bin,
+# spoils it, and gives the loader a path as a user would: through data_dir (--data-dir) or
+# through $NUMPY_RESNET_DATA. The network is off: any download attempt fails and is recorded.
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """urlopen fails as it does without a network, and records what it was asked for.
+
+    The cache and the working directory are inside tmp_path, so a stray download or folder
+    shows up in `tree(tmp_path)`.
+    """
+    calls = []
+
+    def urlopen(url, *args, **kwargs):
+        calls.append(url)
+        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.setenv("NUMPY_RESNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("NUMPY_RESNET_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return calls
+
+
+def tree(root):
+    """Every path under root with its size (None for folders): what a call created or changed."""
+    return {str(p.relative_to(root)): None if p.is_dir() else p.stat().st_size
+            for p in root.rglob("*")}
+
+
+def copy_of(cifar_dir, tmp_path):
+    folder = tmp_path / "data" / "cifar-10-batches-bin"
+    folder.mkdir(parents=True)
+    for file in cifar_dir.iterdir():
+        shutil.copyfile(file, folder / file.name)   # copyfile: writable, unlike the originals
+    return folder
+
+
+def edit(name, change):
+    """A spoiler that replaces file `name` by change(its bytes) and gives the folder."""
+    def spoil(folder):
+        path = folder / name
+        path.write_bytes(change(path.read_bytes()))
+        return folder
+    return spoil
+
+
+def set_byte(offset, value):
+    return lambda data: data[:offset] + bytes([value]) + data[offset + 1:]
+
+
+def remove(name):
+    def spoil(folder):
+        (folder / name).unlink()
+        return folder
+    return spoil
+
+
+def make_empty_folder(folder):
+    (folder.parent / "empty").mkdir()
+    return folder.parent / "empty"
+
+
+def batch_as_folder(folder):
+    (folder / "data_batch_2.bin").unlink()
+    (folder / "data_batch_2.bin").mkdir()
+    return folder
+
+
+def meta_as_folder(folder):
+    (folder / "batches.meta.txt").unlink()
+    (folder / "batches.meta.txt").mkdir()
+    return folder
+
+
+# (spoil the copy -> the path to give, error type, fragments the message must contain)
+BAD_PATHS = [
+    pytest.param(lambda f: f.parent.parent / "nowhere" / "at" / "all", FileNotFoundError,
+                 ["nowhere/at/all does not exist"], id="nonexistent-path"),
+    pytest.param(lambda f: f.with_name("cifar-10-batches-bn"), FileNotFoundError,
+                 ["cifar-10-batches-bn does not exist"], id="typo-in-folder-name"),
+    pytest.param(lambda f: f / "data_batch_1.bin", NotADirectoryError,
+                 ["data_batch_1.bin is a file"], id="path-is-a-file"),
+    pytest.param(make_empty_folder, FileNotFoundError,
+                 ["missing data_batch_1.bin", "test_batch.bin", "looked in", "empty/cifar-10"],
+                 id="empty-folder"),
+    pytest.param(remove("test_batch.bin"), FileNotFoundError,
+                 ["missing test_batch.bin (looked in"], id="missing-test-batch"),
+    pytest.param(lambda f: remove("data_batch_3.bin")(f).parent, FileNotFoundError,
+                 ["missing data_batch_3.bin (looked in", "data and ", "/data/cifar-10-batches-bin"],
+                 id="parent-folder-missing-batch-3"),
+    pytest.param(batch_as_folder, FileNotFoundError, ["missing data_batch_2.bin"],
+                 id="batch-is-a-folder"),
+]
+BAD_FILES = [
+    pytest.param(edit("data_batch_1.bin", lambda d: d[:5 * 3073 + 100]), ValueError,
+                 ["data_batch_1.bin: size 15465 bytes is not a multiple of 3073"],
+                 id="truncated-mid-record"),
+    pytest.param(edit("test_batch.bin", lambda d: d + bytes(7)), ValueError,
+                 ["test_batch.bin: size", "is not a multiple of 3073"], id="wrong-size"),
+    pytest.param(edit("data_batch_4.bin", lambda d: b""), ValueError,
+                 ["data_batch_4.bin: empty file"], id="empty-batch"),
+    pytest.param(edit("data_batch_5.bin", set_byte(2 * 3073, 10)), ValueError,
+                 ["data_batch_5.bin: record 2 has label 10, expected 0..9"], id="label-10"),
+    pytest.param(edit("test_batch.bin", set_byte(0, 255)), ValueError,
+                 ["test_batch.bin: record 0 has label 255"], id="label-255"),
+    pytest.param(edit("batches.meta.txt", lambda d: b"\xff\xfe" + bytes(range(256)) * 4),
+                 ValueError, ["batches.meta.txt: not a text file (byte 0"], id="binary-meta"),
+    pytest.param(edit("batches.meta.txt", lambda d: b"cat\x00\x01\n" * 10), ValueError,
+                 ["batches.meta.txt: class name 'cat\\x00\\x01' holds control characters"],
+                 id="meta-control-characters"),
+    pytest.param(edit("batches.meta.txt", lambda d: b"\n".join(d.split()[:9])), ValueError,
+                 ["batches.meta.txt: expected the 10 class names", "got 9 names"],
+                 id="meta-nine-names"),
+    pytest.param(meta_as_folder, IsADirectoryError, ["batches.meta.txt"],
+                 id="meta-is-a-folder"),
+]
+SOURCES = {"data_dir": "data_dir / --data-dir", "env": "$NUMPY_RESNET_DATA"}
+
+
+def load_from(path, given, monkeypatch):
+    if given == "env":
+        monkeypatch.setenv("NUMPY_RESNET_DATA", str(path))
+        return load_cifar10()
+    return load_cifar10(path)
+
+
+def fails_cleanly(path, given, monkeypatch, offline, error, fragments):
+    """Load from `path` as a user would; return the one-line message after checking that
+    nothing was downloaded, created or changed under tmp_path (cache and cwd included)."""
+    tmp_path = Path.cwd()
+    before = tree(tmp_path)
+    with pytest.raises(error) as info:
+        load_from(path, given, monkeypatch)
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+    assert offline == []                            # a given path is never downloaded into
+    assert tree(tmp_path) == before                 # no folder, no .part, nothing changed
+    return message
+
+
+@pytest.mark.parametrize("given", SOURCES)
+@pytest.mark.parametrize(("spoil", "error", "fragments"), BAD_PATHS)
+def test_bad_data_path_says_what_is_missing_where_and_how_to_get_it(
+        cifar_dir, tmp_path, monkeypatch, offline, given, spoil, error, fragments):
+    path = spoil(copy_of(cifar_dir, tmp_path))
+    message = fails_cleanly(path, given, monkeypatch, offline, error, fragments)
+    assert f"from {SOURCES[given]})" in message
+    assert "point $NUMPY_RESNET_DATA or --data-dir at a cifar-10-batches-bin folder" in message
+    assert f"download CIFAR-10 (170 MB) once into {tmp_path / 'cache'}" in message
+
+
+@pytest.mark.parametrize("given", SOURCES)
+@pytest.mark.parametrize(("spoil", "error", "fragments"), BAD_FILES)
+def test_bad_data_file_is_named_with_what_was_expected(
+        cifar_dir, tmp_path, monkeypatch, offline, given, spoil, error, fragments):
+    path = spoil(copy_of(cifar_dir, tmp_path))
+    fails_cleanly(path, given, monkeypatch, offline, error, fragments)
+
+
+def test_the_unspoiled_copy_loads(cifar_dir, tmp_path, offline, cifar):
+    """The spoilers above, not the copying, are what the loader rejects."""
+    data = load_cifar10(copy_of(cifar_dir, tmp_path))
+    np.testing.assert_array_equal(data.y_train, cifar.y_train)
+    assert offline == []
+
+
+def test_read_batch_of_a_folder_names_it(tmp_path):
+    (tmp_path / "x.bin").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"x\.bin is a folder, expected a CIFAR-10"):
+        read_batch(tmp_path / "x.bin")
+
+
+def test_read_classes_defaults_to_the_standard_names_without_the_file(tmp_path):
+    assert read_classes(tmp_path) == list(cifar10.CLASSES)
+
+
+@pytest.mark.parametrize(("sizes", "fragment"), [
+    ({"train_size": 0}, "train_size must be a whole number of images from 1 to"),
+    ({"train_size": -5}, "got -5"),
+    ({"test_size": 2.5}, "test_size must be a whole number"),
+    ({"test_size": True}, "got True"),
+    ({"test_size": 10**6}, "test_size=1000000, but the test files hold only"),
+], ids=["train-0", "train-negative", "test-fraction", "test-bool", "test-too-many"])
+def test_bad_subset_sizes_are_one_line_value_errors(cifar_dir, sizes, fragment):
+    with pytest.raises(ValueError) as info:
+        load_cifar10(cifar_dir, **sizes)
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+# ----- a failed download: one line with the URL, where it was going and the alternative ---
+def http_404(url):
+    return urllib.error.HTTPError(url, 404, "Not Found", None, None)
+
+
+@pytest.mark.parametrize(("failure", "reason"), [
+    (lambda url: urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name "
+                                                           "resolution")),
+     "Temporary failure in name resolution"),
+    (lambda url: urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")),
+     "Connection refused"),
+    (http_404, "HTTP 404 Not Found"),
+    (lambda url: TimeoutError("timed out"), "timed out"),
+], ids=["offline", "refused", "http-404", "timeout"])
+def test_failed_download_into_the_cache_is_one_line_and_creates_no_folder(
+        tmp_path, monkeypatch, offline, failure, reason):
+    def urlopen(url, *args, **kwargs):
+        offline.append(url)
+        raise failure(url)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    with pytest.raises(OSError) as info:
+        load_cifar10()                                        # nothing given: the cache
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"could not download {cifar10.CIFAR10_URL} into {tmp_path / 'cache'}" in message
+    assert reason in message and "$NUMPY_RESNET_DATA" in message
+    assert offline == [cifar10.CIFAR10_URL]
+    assert tree(tmp_path) == {}                                # not even the cache folder
+
+
+def test_explicit_download_into_a_given_path_fails_cleanly_offline(tmp_path, offline):
+    root = tmp_path / "new" / "data"
+    with pytest.raises(OSError, match=f"could not download .* into {root}"):
+        find_data_dir(root, download=True)
+    assert offline == [cifar10.CIFAR10_URL]
+    assert tree(tmp_path) == {}
+
+
+class DroppedConnection(io.BytesIO):
+    """A response that sends 1 MiB, then fails as a reset connection does."""
+
+    headers = {"Content-Length": str(170 << 20)}
+
+    def read(self, size=-1):
+        if self.tell() >= 1 << 20:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return super().read(size)
+
+
+def test_a_dropped_download_leaves_no_partial_file(tmp_path, monkeypatch, offline):
+    monkeypatch.setattr(urllib.request, "urlopen",
+                        lambda url, *a, **k: DroppedConnection(bytes(2 << 20)))
+    with pytest.raises(OSError, match="failed: .*Connection reset by peer.*partial file was "
+                                      "deleted.*NUMPY_RESNET_DATA") as info:
+        load_cifar10()
+    assert "\n" not in str(info.value)
+    assert tree(tmp_path) == {"cache": None}                   # the cache folder, empty
+
+
+def test_default_download_never_fetches_into_a_given_path_even_online(tmp_path, monkeypatch):
+    serve(monkeypatch, make_archive(tmp_path))                 # a working "server"
+    monkeypatch.setenv("NUMPY_RESNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("NUMPY_RESNET_DATA", str(tmp_path / "mistyped"))
+    before = tree(tmp_path)
+    with pytest.raises(FileNotFoundError, match="mistyped does not exist"):
+        load_cifar10()
+    with pytest.raises(FileNotFoundError, match="mistyped does not exist"):
+        load_cifar10(tmp_path / "mistyped")
+    assert tree(tmp_path) == before

@@ -50,10 +50,16 @@ class CIFAR10(NamedTuple):
 def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """One binary file -> images (n, 3, 32, 32) uint8, labels (n,) int64.
 
-    n comes from the file size, which must be a multiple of 3073.
+    n comes from the file size, which must be a positive multiple of 3073; every label
+    must be 0..9. Anything else raises a one-line ValueError naming the file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, expected a CIFAR-10 binary batch file")
     size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"{path}: empty file, expected whole {RECORD_BYTES}-byte records "
+                         f"(1 label byte + 3072 pixel bytes per image)")
     if size % RECORD_BYTES != 0:
         raise ValueError(f"{path}: size {size} bytes is not a multiple of {RECORD_BYTES} "
                          f"(1 label byte + 3072 pixel bytes per image); the file is "
@@ -69,13 +75,23 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_classes(folder: str | os.PathLike) -> list[str]:
-    """Class names from batches.meta.txt; the standard names if the file is absent."""
+    """Class names from batches.meta.txt, one per line; the standard names if it is absent."""
     path = Path(folder) / META_FILE
     if not path.exists():
         return list(CLASSES)
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    expected = f"expected the {len(CLASSES)} class names as text, one per line"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a text file (byte {err.start} is not UTF-8); "
+                         f"{expected}") from err
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(names) != len(CLASSES):
-        raise ValueError(f"{path}: expected {len(CLASSES)} class names, got {len(names)}")
+        raise ValueError(f"{path}: {expected}, got {len(names)} names")
+    unprintable = [name for name in names if not name.isprintable()]
+    if unprintable:
+        raise ValueError(f"{path}: class name {unprintable[0]!r} holds control characters; "
+                         f"{expected}")
     return names
 
 
@@ -85,41 +101,65 @@ def cache_dir() -> Path:
     return Path(os.environ.get("NUMPY_RESNET_CACHE") or "~/.cache/numpy_resnet").expanduser()
 
 
-def _batches_folder(root: str | os.PathLike) -> Path:
+def _candidates(root: Path) -> list[Path]:
     """`root` may be the cifar-10-batches-bin folder itself or the folder that holds it."""
-    root = Path(root).expanduser()
-    if root.name == FOLDER or (root / TRAIN_FILES[0]).exists():
-        return root
-    return root / FOLDER
+    return [root] if root.name == FOLDER else [root, root / FOLDER]
 
 
-def _is_complete(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in (*TRAIN_FILES, TEST_FILE))
+def _missing(folder: Path) -> list[str]:
+    return [name for name in (*TRAIN_FILES, TEST_FILE) if not (folder / name).is_file()]
 
 
-def find_data_dir(data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
+def find_data_dir(data_dir: str | os.PathLike | None = None,
+                  download: bool | None = None) -> Path:
     """The `cifar-10-batches-bin` folder to read from.
 
     Where to look, first match wins: the `data_dir` argument, then $NUMPY_RESNET_DATA, then
-    the cache folder (see `cache_dir`). Each may name the batches folder or its parent. The
-    first place *given* is the only one looked at: if it lacks the files, they are
-    downloaded there when `download` is true, else FileNotFoundError says where we looked.
+    the cache folder (see `cache_dir`). Each may name the batches folder or its parent, and
+    the first place given is the only one looked at. If it lacks the files:
+      download=None (default)  fetch them into the cache, but never into a place the user
+                               gave: a mistyped path raises FileNotFoundError instead
+      download=True            fetch them into whichever place was chosen
+      download=False           never fetch: FileNotFoundError
+    The error names the missing files, the folders looked in and how to get the data;
+    nothing is created on the way.
     """
     if data_dir is not None:
-        root, source = data_dir, "the data_dir argument"
+        root, source = data_dir, "data_dir / --data-dir"
     elif os.environ.get("NUMPY_RESNET_DATA"):
         root, source = os.environ["NUMPY_RESNET_DATA"], "$NUMPY_RESNET_DATA"
     else:
-        root, source = cache_dir(), "the cache folder ($NUMPY_RESNET_CACHE or ~/.cache)"
-    folder = _batches_folder(root)
-    if _is_complete(folder):
-        return folder
-    if not download:
-        raise FileNotFoundError(
-            f"CIFAR-10 not found in {folder} (from {source}): expected "
-            f"{', '.join(TRAIN_FILES)} and {TEST_FILE}. Pass download=True, or point "
-            f"data_dir or $NUMPY_RESNET_DATA at the folder that holds them.")
-    return download_cifar10(folder.parent)
+        root, source = cache_dir(), None
+    root = Path(root).expanduser()
+    for folder in _candidates(root):
+        if not _missing(folder):
+            return folder
+    if not root.is_file() and (download or (download is None and source is None)):
+        return download_cifar10(root.parent if root.name == FOLDER else root)
+    raise _not_found(root, source)
+
+
+def _not_found(root: Path, source: str | None) -> OSError:
+    """The one-line error for a place that lacks the data: what, where, and how to get it."""
+    if source is None:
+        source = "the cache folder"
+        how = (f"call without download=False to download it there (170 MB), or point "
+               f"$NUMPY_RESNET_DATA or --data-dir at a {FOLDER} folder that holds it")
+    else:
+        how = (f"point $NUMPY_RESNET_DATA or --data-dir at a {FOLDER} folder that holds "
+               f"the files, or set neither to download CIFAR-10 (170 MB) once into "
+               f"{cache_dir()}")
+    if root.is_file():
+        return NotADirectoryError(f"CIFAR-10 not found: {root} is a file, expected a {FOLDER} "
+                                  f"folder (from {source}); {how}")
+    if not root.exists():
+        return FileNotFoundError(f"CIFAR-10 not found: {root} does not exist (from {source}); "
+                                 f"{how}")
+    folders = _candidates(root)
+    looked = " and ".join(str(folder) for folder in folders)
+    missing = min((_missing(folder) for folder in folders), key=len)
+    return FileNotFoundError(f"CIFAR-10 not found: missing {', '.join(missing)} (looked in "
+                             f"{looked}, from {source}); {how}")
 
 
 def download_cifar10(root: str | os.PathLike) -> Path:
@@ -131,14 +171,19 @@ def download_cifar10(root: str | os.PathLike) -> Path:
     root = Path(root).expanduser()
     archive = root / "cifar-10-binary.tar.gz"
     if not (archive.exists() and md5sum(archive) == CIFAR10_MD5):
-        download_url(CIFAR10_URL, archive, md5=CIFAR10_MD5)
+        try:
+            download_url(CIFAR10_URL, archive, md5=CIFAR10_MD5)
+        except OSError as err:  # offline, refused, HTTP errors, a full disk
+            raise OSError(f"{err}; try again when online, or set $NUMPY_RESNET_DATA to a "
+                          f"{FOLDER} folder that holds the files") from err
     staging = root / (FOLDER + ".extracting")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         safe_extract(archive, staging)
         extracted = staging / FOLDER
-        if not _is_complete(extracted):
-            raise ValueError(f"{archive} does not hold {FOLDER}/ with the six batch files")
+        if _missing(extracted):
+            raise ValueError(f"{archive} does not hold {FOLDER}/ with the six batch files "
+                             f"(missing {', '.join(_missing(extracted))})")
         folder = root / FOLDER
         folder.mkdir(exist_ok=True)
         for file in extracted.iterdir():
@@ -186,8 +231,8 @@ def balanced_subset(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
 # ----- the whole data set ------------------------------------------------------------------
 def load_cifar10(data_dir: str | os.PathLike | None = None, train_size: int | None = None,
                  test_size: int | None = None, seed: int = 0,
-                 download: bool = True) -> CIFAR10:
-    """Read CIFAR-10 (see `find_data_dir` for where from) into uint8 arrays.
+                 download: bool | None = None) -> CIFAR10:
+    """Read CIFAR-10 (see `find_data_dir` for where from and when it downloads) into uint8 arrays.
 
     train_size / test_size: keep a class-balanced random subset of that many images
     (`balanced_subset`, seeded by `seed`); None keeps everything. Asking for more images
@@ -208,6 +253,9 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, train_size: int | No
 
 
 def _subset(labels: np.ndarray, size: int, seed: int, split: str) -> np.ndarray:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"load_cifar10: {split}_size must be a whole number of images "
+                         f"from 1 to {labels.size}, got {size!r}")
     if size > labels.size:
         raise ValueError(f"load_cifar10: {split}_size={size}, but the {split} files hold "
                          f"only {labels.size} images")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
+import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
 
@@ -30,32 +31,52 @@ def md5sum(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def download_url(url: str, dest: str | os.PathLike, md5: str | None = None) -> Path:
+def download_url(url: str, dest: str | os.PathLike, md5: str | None = None,
+                 timeout: float = 60) -> Path:
     """Save `url` to `dest` with a progress bar; verify `md5` if given.
 
     The bytes go to `dest.part` first and are renamed to `dest` only once complete and
-    verified. A checksum mismatch deletes the partial file and raises a ValueError.
+    verified. A checksum mismatch deletes the partial file and raises a ValueError; a
+    failed connection (offline, refused, an HTTP error, `timeout` seconds of silence)
+    raises a one-line OSError naming the URL and `dest`, before any folder is created.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     try:
-        with urllib.request.urlopen(url) as response, open(part, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
-                for chunk in iter(lambda: response.read(CHUNK), b""):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        if md5 is not None:
-            got = md5sum(part)
-            if got != md5:
-                raise ValueError(f"download of {url} is corrupt: MD5 {got}, expected {md5} "
-                                 f"(the partial file was deleted; try again)")
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except OSError as err:  # URLError and HTTPError are OSErrors
+        raise OSError(f"could not download {url} into {dest}: {_reason(err)}") from err
+    with response:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(part, "wb") as out:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
+                    for chunk in iter(lambda: response.read(CHUNK), b""):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+            if md5 is not None:
+                got = md5sum(part)
+                if got != md5:
+                    raise ValueError(f"download of {url} is corrupt: MD5 {got}, expected "
+                                     f"{md5} (the partial file was deleted; try again)")
+        except OSError as err:  # the connection dropped, or the disk is full
+            part.unlink(missing_ok=True)
+            raise OSError(f"download of {url} into {dest} failed: {_reason(err)} "
+                          f"(the partial file was deleted)") from err
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
     os.replace(part, dest)
     return dest
+
+
+def _reason(err: OSError) -> str:
+    """Why a download failed, in one line: URLError keeps the cause in `.reason`."""
+    if isinstance(err, urllib.error.HTTPError):
+        return f"HTTP {err.code} {err.reason}"
+    reason = getattr(err, "reason", None) or err
+    return " ".join(str(reason).split()) or type(reason).__name__
 
 
 def _check_member(member: tarfile.TarInfo, dest: Path) -> None:
