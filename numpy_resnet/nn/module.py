@@ -359,7 +359,7 @@ class Module:
         if unexpected and strict:
             problems.append(f"unexpected keys: {_first_few([repr(key) for key in unexpected])}")
         if bad_values:
-            problems.append(_first_few(bad_values))
+            problems.append(_first_few(bad_values, separator="; "))
         if problems:
             raise ValueError(f"{type(self).__name__}.load_state_dict: " + "; ".join(problems)
                              + "; nothing was loaded")
@@ -422,11 +422,11 @@ _KIND_NAMES = {"b": "booleans", "c": "complex numbers", "U": "strings", "S": "by
                "O": "Python objects", "M": "dates", "m": "time spans", "V": "raw records"}
 
 
-def _first_few(items: list[str], limit: int = 5) -> str:
+def _first_few(items: list[str], limit: int = 5, separator: str = ", ") -> str:
     """'a, b, c' or, for a long list, its first `limit` items and how many more."""
     if len(items) <= limit:
-        return ", ".join(items)
-    return ", ".join(items[:limit]) + f" and {len(items) - limit} more"
+        return separator.join(items)
+    return separator.join(items[:limit]) + f" and {len(items) - limit} more"
 
 
 class Sequential(Module):
