@@ -9,8 +9,13 @@
         test accuracy, metrics.csv / metrics.json, checkpoint.npz (atomic)
 
 `fit(TrainConfig(...))` runs it; `numpy-resnet train` is its command line. A run can be
-stopped at any time (Ctrl-C) and continued with `resume=True`: each epoch's data order and
-augmentation depend only on (seed, epoch), so the result equals an uninterrupted run.
+stopped at any time (Ctrl-C, even kill -9) and continued with `resume=True`: each epoch's
+data order and augmentation depend only on (seed, epoch), so the result equals an
+uninterrupted run, to the last bit on the same number of threads (a resume on another says so).
+
+The run folder belongs to one run at a time (run_folder.py): a second run into it is refused,
+and so is a new run into a folder holding a saved one, unless `force=True` starts it over.
+An epoch whose weights, BatchNorm statistics or momentum hold inf or NaN is not saved.
 """
 
 from __future__ import annotations
@@ -18,17 +23,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import serialization
+from . import run_folder, serialization
 from .checkpoint import CHECKPOINT_NAME, read_checkpoint, restore, save_checkpoint
 from .data import Loader, load_cifar10, normalize
 from .engine import get_engine
+from .kernels.threads import get_num_threads
 from .models import get_model, is_cifar_model
 from .nn import CrossEntropyLoss, Module
 from .optim import SGD, WarmupCosine
@@ -80,6 +87,18 @@ class EpochResult:
     seconds: float
     images_per_second: float
     engine: str | None = None           # "fast" or "reference"; None in runs that did not record it
+    threads: int | None = None          # worker threads (numpy_resnet.get_num_threads); None: not recorded
+
+
+def _json_safe(value):
+    """NaN and ±inf as None, in dicts and lists too: JSON has no such numbers."""
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(v) for key, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 @dataclass
@@ -88,7 +107,8 @@ class History:
     epochs: list[EpochResult] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"config": asdict(self.config), "history": [asdict(e) for e in self.epochs]}
+        """{"config": ..., "history": [row, ...]}, a NaN or inf number as None (JSON null)."""
+        return _json_safe({"config": asdict(self.config), "history": [asdict(e) for e in self.epochs]})
 
 
 def build_model(config: TrainConfig) -> Module:
@@ -144,9 +164,10 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, epoch: int,
 
 
 def write_metrics(out: Path, history: History) -> None:
-    """metrics.json (config and history) and metrics.csv (one row per epoch), atomically."""
+    """metrics.json (config and history) and metrics.csv (one row per epoch), atomically.
+    metrics.json is strict JSON: a NaN or inf loss is written as null."""
     with serialization.atomic_write(out / "metrics.json") as f:
-        f.write(json.dumps(history.to_json(), indent=2).encode())
+        f.write(json.dumps(history.to_json(), indent=2, allow_nan=False).encode())
     text = io.StringIO()
     names = list(EpochResult.__dataclass_fields__)
     writer = csv.DictWriter(text, fieldnames=names)
@@ -165,22 +186,125 @@ def _make_optimizer(model: Module, config: TrainConfig, steps_per_epoch: int):
     return optimizer, WarmupCosine(optimizer, warmup_steps=warmup, total_steps=total)
 
 
-def fit(config: TrainConfig, data=None, resume: bool = False, progress: bool = True,
-        log=print, on_epoch_end=None) -> History:
+def non_finite_state(model: Module, optimizer=None) -> str | None:
+    """The first key of the model's state (weights, BatchNorm statistics), then the optimizer's
+    (momentum), whose values include inf or NaN; None if all are finite."""
+    parts = [("", model.state_dict())]
+    if optimizer is not None:
+        parts.append(("optimizer ", optimizer.state_dict()))
+    for prefix, state in parts:
+        for key, value in state.items():
+            value = np.asarray(value)
+            if value.dtype.kind in "fc" and not np.isfinite(value).all():
+                return prefix + key
+    return None
+
+
+def save_epoch(out: Path, model: Module, optimizer, scheduler, history: History) -> None:
+    """checkpoint.npz, then the metrics, after the epoch just finished (the last in history).
+
+    A state holding inf or NaN is not saved (FloatingPointError): the checkpoint keeps the last
+    good epoch, so a resume never starts from a diverged state. A failed write (a full disk)
+    raises a one-line OSError; the atomic writes leave the earlier files intact.
+    """
+    done = history.epochs[-1].epoch
+    checkpoint = out / CHECKPOINT_NAME
+    kept = f"{checkpoint} keeps epoch {done - 1}" if done > 1 else "nothing was saved"
+    bad = non_finite_state(model, optimizer)
+    if bad is not None:
+        raise FloatingPointError(f"epoch {done} left inf or NaN in {bad}; training diverged and "
+                                 f"the epoch was not saved ({kept}): try a smaller --lr or a "
+                                 f"longer warmup")
+    try:
+        save_checkpoint(checkpoint, model, optimizer, scheduler, {**history.to_json(), "epoch": done})
+    except OSError as err:
+        raise run_folder.one_line(err, f"could not save epoch {done} to {checkpoint}: "
+                                       f"{err.strerror or err}; {kept}") from None
+    try:
+        write_metrics(out, history)
+    except OSError as err:
+        raise run_folder.one_line(err, f"could not write the metrics of epoch {done} in {out}: "
+                                       f"{err.strerror or err}; {checkpoint} holds the epoch and "
+                                       f"--resume {out} rewrites them") from None
+
+
+def _start_over(out: Path, force: bool, log) -> None:
+    """A new run into `out`: refuse a folder holding a run, unless forced to delete it."""
+    existing = run_folder.run_files(out)
+    if existing and not force:
+        raise FileExistsError(f"{out} already holds a run ({', '.join(existing)}): continue it "
+                              f"with --resume {out}, or start it over with --force")
+    if existing:
+        run_folder.remove_run(out)
+        log(f"--force: removed {', '.join(existing)} from {out}")
+
+
+def _note_other_threads(history: History, log) -> None:
+    """Bit-exact resume needs the thread count the run had (the workers split sums differently)."""
+    before = next((e.threads for e in reversed(history.epochs) if e.threads is not None), None)
+    if before is not None and before != get_num_threads():
+        log(f"note: the run so far trained on {before} thread(s), this resume on "
+            f"{get_num_threads()}: results may differ from an uninterrupted run in the last bits")
+
+
+def fit(config: TrainConfig, data=None, resume: bool = False, force: bool = False,
+        epochs: int | None = None, progress: bool = True, log=print,
+        on_epoch_end=None) -> History:
     """Train `config.model` on CIFAR-10 and return the per-epoch history.
 
     data: a loaded CIFAR10 tuple (default: load_cifar10 with the config's sizes).
     resume: continue from `config.out`/checkpoint.npz (the config stored there wins).
+    force: start a new run in a folder that holds one, deleting its checkpoint and metrics;
+    without it such a folder is refused (FileExistsError), as is one another run owns.
+    epochs: the run's length in place of the config's; with resume, it lengthens (or
+    shortens, down to the epochs trained) the stored run, whose lr schedule becomes that of
+    a run this long from the step it reached.
     on_epoch_end(epoch, model): called after each epoch is saved (epoch counts from 1),
     e.g. to take a gradient-flow snapshot; it must leave the model as it found it.
     It runs on the engine that is set (numpy_resnet.use_engine); each epoch's row records which.
     """
-    out = Path(config.out) if config.out else None
-    if resume:
-        if out is None:
+    if resume and force:
+        raise ValueError("fit: resume continues the run in config.out and force starts it over; "
+                         "choose one")
+    if config.out is None:
+        if resume:
             raise ValueError("fit: resume=True needs config.out, the run folder")
-        state, meta = read_checkpoint(out / CHECKPOINT_NAME)
+        return _train(config, None, None, epochs, data, progress, log, on_epoch_end)
+    out = Path(config.out)
+    if resume and out.is_file():
+        raise NotADirectoryError(f"{out} is a file; resume takes a run folder")
+    if resume and not out.is_dir():
+        raise FileNotFoundError(f"no run folder at {out} to resume")
+    made = [] if resume else run_folder.make(out)
+    try:
+        with run_folder.owned(out, log):
+            stale = run_folder.remove_stale_tmp_files(out)
+            if stale:
+                log(f"note: removed {len(stale)} temporary file(s) left by an interrupted write: "
+                    f"{', '.join(path.name for path in stale)}")
+            if resume:
+                checkpoint = read_checkpoint(out / CHECKPOINT_NAME)
+            else:
+                _start_over(out, force, log)
+                checkpoint = None
+            return _train(config, out, checkpoint, epochs, data, progress, log, on_epoch_end)
+    except BaseException:
+        run_folder.remove_empty(made)              # a mistake found early leaves no empty folder
+        raise
+
+
+def _train(config: TrainConfig, out: Path | None, checkpoint: tuple | None, epochs: int | None,
+           data, progress: bool, log, on_epoch_end) -> History:
+    """fit's loop, once the run folder (if any) is ours; checkpoint: (state, meta) to resume."""
+    stored_epochs = None
+    if checkpoint is not None:
+        state, meta = checkpoint
         config = TrainConfig(**{**meta["config"], "out": str(out)})
+        stored_epochs, done = config.epochs, len(meta["history"])
+        if epochs is not None and epochs < done:
+            raise ValueError(f"fit: epochs={epochs}, but {out} has trained {done} epochs already")
+    if epochs is not None:
+        config = replace(config, epochs=epochs)
     if data is None:
         data = load_cifar10(config.data_dir, config.train_size, config.test_size, seed=config.seed)
     model = build_model(config)
@@ -189,18 +313,28 @@ def fit(config: TrainConfig, data=None, resume: bool = False, progress: bool = T
     optimizer, scheduler = _make_optimizer(model, config, len(loader))
     criterion = CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history = History(config)
-    if resume:
+    if checkpoint is not None:
         restore(state, model, optimizer, scheduler)
+        bad = non_finite_state(model, optimizer)
+        if bad is not None:
+            raise ValueError(f"{out / CHECKPOINT_NAME} holds inf or NaN in {bad}: it was saved "
+                             f"after training diverged; start the run over with --force")
         history.epochs = [EpochResult(**row) for row in meta["history"]]
         log(f"resuming {out} after epoch {len(history.epochs)} of {config.epochs}, "
             f"on the {get_engine()} engine")
+        if config.epochs != stored_epochs:
+            log(f"the run now lasts {config.epochs} epochs, not {stored_epochs}: its lr schedule "
+                f"is that of a {config.epochs}-epoch run, so epoch {len(history.epochs) + 1} "
+                f"starts at lr {scheduler.get_last_lr()[0]:.4g} and the lr reaches 0 at the end")
+        _note_other_threads(history, log)
+        # the checkpoint is written before the metrics: a kill between the two leaves the
+        # metrics an epoch behind, and the checkpoint's history is the one to trust
+        write_metrics(out, history)
     else:
         where = f" -> {out}" if out is not None else ""
         epochs = f"{config.epochs} epoch{'' if config.epochs == 1 else 's'}"
         log(f"training {config.model} on the {get_engine()} engine: {epochs}, "
             f"{len(data.x_train)} training images{where}")
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
 
     for epoch in range(len(history.epochs), config.epochs):
         lr = scheduler.get_last_lr()[0]
@@ -208,21 +342,21 @@ def fit(config: TrainConfig, data=None, resume: bool = False, progress: bool = T
             train_loss, train_acc, seconds = train_one_epoch(
                 model, loader, criterion, optimizer, scheduler, epoch, progress)
         except KeyboardInterrupt:
-            if out is not None:
+            if out is not None and epoch > 0:
                 log(f"\ninterrupted in epoch {epoch + 1}; {out / CHECKPOINT_NAME} holds epoch "
                     f"{epoch} and is intact: continue with --resume {out}")
+            elif out is not None:
+                log(f"\ninterrupted in epoch 1; nothing was saved in {out}")
             raise
         test_loss, test_acc, _ = evaluate(model, data.x_test, data.y_test)
         result = EpochResult(epoch + 1, train_loss, train_acc, test_loss, test_acc, lr, seconds,
-                             len(data.x_train) / seconds, get_engine())
+                             len(data.x_train) / seconds, get_engine(), get_num_threads())
         history.epochs.append(result)
         log(f"epoch {epoch + 1:>3}/{config.epochs}  train loss {train_loss:.4f}  "
             f"train acc {train_acc:.4f}  test acc {test_acc:.4f}  "
             f"({result.images_per_second:.0f} img/s)")
         if out is not None:
-            meta = {**history.to_json(), "epoch": epoch + 1}
-            save_checkpoint(out / CHECKPOINT_NAME, model, optimizer, scheduler, meta)
-            write_metrics(out, history)
+            save_epoch(out, model, optimizer, scheduler, history)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, model)
     return history
