@@ -69,7 +69,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config.test_size = _count_or_none(config.test_size)
     try:
         with use_engine(args.engine):
-            fit(config, resume=bool(args.resume), progress=not args.no_progress)
+            fit(config, resume=bool(args.resume), force=args.force, progress=not args.no_progress)
     except FloatingPointError as err:
         print(f"numpy-resnet train: {err}", file=sys.stderr)
         return 1
@@ -314,6 +314,9 @@ def _add_train_parser(commands) -> None:
     p.add_argument("--data-dir", help="a cifar-10-batches-bin folder (default $NUMPY_RESNET_DATA "
                                       "or a download into the cache)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
+    p.add_argument("--force", action="store_true",
+                   help="start over in an --out folder that holds a run, deleting its checkpoint "
+                        "and metrics (without it such a folder is refused)")
     _add_engine_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
