@@ -50,14 +50,33 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     state = serialization.load(path)
-    meta = json.loads(str(state.pop("meta"))) if "meta" in state else {}
+    if "meta" not in state:
+        raise ValueError(f"{path}: not a training checkpoint (no 'meta' entry); "
+                         f"a weights file is read with numpy_resnet.serialization.load_into")
+    try:
+        meta = json.loads(str(state.pop("meta")))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: its 'meta' entry is not valid JSON ({error})") from error
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: its 'meta' entry is a JSON {type(meta).__name__}, "
+                         f"expected an object")
     return state, meta
 
 
 def restore(state: dict, model: Module, optimizer=None, scheduler=None) -> None:
-    """Load the parts of a checkpoint into live objects (each load is all or nothing)."""
-    model.load_state_dict(_unprefixed("model", state))
-    if optimizer is not None:
-        optimizer.load_state_dict(_unprefixed("optim", state))
-    if scheduler is not None:
-        scheduler.load_state_dict(_unprefixed("sched", state))
+    """Load the parts of a checkpoint into live objects; all or nothing.
+
+    If a part is refused (say the optimizer's, after the model's loaded), every part is put
+    back as it was before the call, so the objects are never left half restored.
+    """
+    parts = [(model, "model"), (optimizer, "optim"), (scheduler, "sched")]
+    before = []
+    try:
+        for part, prefix in parts:
+            if part is not None:
+                before.append((part, part.state_dict()))
+                part.load_state_dict(_unprefixed(prefix, state))
+    except Exception:
+        for part, saved in reversed(before):     # the scheduler sets the optimizer's lr: undo it first
+            part.load_state_dict(saved)
+        raise

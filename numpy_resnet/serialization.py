@@ -10,6 +10,9 @@ Two safety habits:
     either the old file or the new one, never half of one;
   * no pickle: arrays are written and read with allow_pickle=False, so loading a file
     cannot run code (unlike torch.load of an untrusted checkpoint).
+
+Every failure to read a file is one line naming it: an OSError for a missing file or a
+folder, a ValueError for anything that is not an .npz of arrays (see load).
 """
 
 from __future__ import annotations
@@ -82,11 +85,77 @@ def save(model_or_state: Module | Mapping, path: str | os.PathLike) -> None:
 
 
 def load(path: str | os.PathLike) -> OrderedDict[str, np.ndarray]:
-    """Read an .npz into {key: array}, in the order saved. Never unpickles."""
-    with np.load(path, allow_pickle=False) as archive:
-        return OrderedDict((key, archive[key]) for key in archive.files)
+    """Read an .npz into {key: array}, in the order saved. Never unpickles.
+
+    The one reader of .npz files (weights, checkpoints, conversion). A missing file or a
+    folder raises the OSError that open() gives, which names the path; a file that is not an
+    .npz of arrays (empty, truncated, corrupt, a lone .npy, a PyTorch .pth, a pickle, object
+    arrays) raises a one-line ValueError naming the file and what is wrong with it.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        try:
+            return _read_npz(f)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from error
+
+
+def _read_npz(f: BinaryIO) -> OrderedDict[str, np.ndarray]:
+    """The arrays of an open .npz; ValueError saying what is wrong (the caller adds the path)."""
+    head = f.read(8)
+    f.seek(0)
+    if not head.startswith(b"PK"):                # every zip archive, so every .npz, does
+        raise ValueError(_not_a_zip(head))
+    try:
+        archive = zipfile.ZipFile(f)
+    except Exception as error:                    # BadZipFile, or worse for a mangled directory
+        raise ValueError(f"truncated or corrupt .npz archive ({_one_line(error)})") from error
+    arrays = OrderedDict()
+    with archive:
+        for name in archive.namelist():
+            if not name.endswith(".npy"):
+                raise ValueError(_not_an_array(name))
+            key = name[:-len(".npy")]
+            try:
+                with archive.open(name) as member:
+                    arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+            except Exception as error:            # a bad CRC, a mangled header, pickled objects
+                raise ValueError(f"array {key!r} cannot be read: {_one_line(error)}") from error
+    return arrays
+
+
+_TORCH_HINT = "convert a .pth with numpy_resnet.convert.torch_to_npz"
+
+
+def _not_a_zip(head: bytes) -> str:
+    if not head:
+        return "empty file (0 bytes), expected an .npz archive"
+    if head.startswith(b"\x93NUMPY"):
+        return "a single .npy array, expected an .npz archive of named arrays (np.savez)"
+    if head.startswith(b"\x80"):
+        return f"a Python pickle (a PyTorch .pth in the legacy format?), expected an .npz; {_TORCH_HINT}"
+    return f"not an .npz archive (it starts with {head!r})"
+
+
+def _not_an_array(name: str) -> str:
+    if name.endswith("data.pkl"):
+        return f"a PyTorch .pth (it holds {name!r}), expected an .npz; {_TORCH_HINT}"
+    return f"not an .npz of arrays: member {name!r} is not a .npy file"
+
+
+def _one_line(error: BaseException) -> str:
+    """The first line of an error's message, or its type when it has none."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def load_into(model: Module, path: str | os.PathLike, strict: bool = True) -> tuple[list, list]:
-    """load(path) into `model` (all or nothing); returns (missing_keys, unexpected_keys)."""
-    return model.load_state_dict(load(path), strict=strict)
+    """load(path) into `model` (all or nothing); returns (missing_keys, unexpected_keys).
+
+    Errors name the file: a bad file as in load(), a bad state dict as in load_state_dict.
+    """
+    state = load(path)
+    try:
+        return model.load_state_dict(state, strict=strict)
+    except ValueError as error:
+        raise ValueError(f"{os.fspath(path)}: {error}") from error
