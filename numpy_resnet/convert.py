@@ -25,12 +25,14 @@ of numpy_resnet works without it.
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
 
-from .serialization import atomic_write, load, save
+from .serialization import _one_line, atomic_write, load, save
 
 
 def _import_torch():
@@ -58,27 +60,68 @@ def _strip_prefix(state: Mapping, prefix: str = "module.") -> Mapping:
 
 def torch_to_npz(pth_path: str | os.PathLike,
                  npz_path: str | os.PathLike) -> OrderedDict[str, np.ndarray]:
-    """Read a PyTorch checkpoint, write its tensors to `npz_path`; returns the arrays."""
-    torch = _import_torch()
-    checkpoint = torch.load(pth_path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, Mapping):
-        raise TypeError(f"torch_to_npz: {pth_path} holds a {type(checkpoint).__name__}, "
-                        f"expected a state_dict")
-    state = _strip_prefix(_unwrap(checkpoint))
+    """Read a PyTorch checkpoint, write its tensors to `npz_path`; returns the arrays.
+
+    A file torch.load cannot read safely, or that holds anything but a state_dict of
+    tensors, raises a one-line ValueError naming the file (and the key); nothing is written.
+    """
+    state = _strip_prefix(_unwrap(_read_pth(pth_path)))
     arrays = OrderedDict()
     for key, value in state.items():
-        if not torch.is_tensor(value):
-            raise TypeError(f"torch_to_npz: {key!r} in {pth_path} is a {type(value).__name__}, "
-                            f"expected a tensor")
-        arrays[key] = value.detach().cpu().numpy()
+        arrays[key] = _tensor_to_array(value, f"{pth_path}: {key!r}")
     save(arrays, npz_path)
     return arrays
 
 
-def npz_to_torch(npz_path: str | os.PathLike, pth_path: str | os.PathLike) -> None:
-    """Read our .npz, write a PyTorch state_dict (an OrderedDict of tensors) to `pth_path`."""
+def _read_pth(path: str | os.PathLike) -> Mapping:
+    """torch.load(path) with weights_only=True: the checkpoint as a Mapping, or a ValueError."""
     torch = _import_torch()
-    state = OrderedDict((key, torch.from_numpy(np.ascontiguousarray(array)))
-                        for key, array in load(npz_path).items())
+    with open(path, "rb") as f:                   # missing, a folder: OSError naming the path
+        head = f.read(8)
+    if not head:
+        raise ValueError(f"{path}: empty file (0 bytes), expected a PyTorch checkpoint")
+    if not head.startswith((b"PK", b"\x80")):     # torch.save writes a zip, or once a pickle
+        raise ValueError(f"{path}: not a PyTorch checkpoint (it starts with {head!r})")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        what = f" ({refused.group(1)})" if refused else ""
+        raise ValueError(f"{path}: holds Python objects{what} that torch.load(weights_only=True) "
+                         f"refuses to unpickle; only tensors, dicts, lists and numbers are read") from error
+    except Exception as error:                    # truncated, corrupt: many types, OSError too
+        raise ValueError(f"{path}: not a PyTorch checkpoint torch.load can read "
+                         f"({_one_line(error)})") from error
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"{path}: holds an object of type {type(checkpoint).__name__}, "
+                         f"expected a state_dict")
+    return checkpoint
+
+
+def _tensor_to_array(value, where: str) -> np.ndarray:
+    torch = _import_torch()
+    if not torch.is_tensor(value):
+        raise ValueError(f"{where} is of type {type(value).__name__}, expected a tensor")
+    try:
+        return value.detach().cpu().numpy()
+    except (TypeError, RuntimeError) as error:    # bfloat16, sparse and quantized tensors
+        raise ValueError(f"{where} is a {value.dtype} tensor NumPy cannot hold "
+                         f"({_one_line(error)})") from error
+
+
+def npz_to_torch(npz_path: str | os.PathLike, pth_path: str | os.PathLike) -> None:
+    """Read our .npz, write a PyTorch state_dict (an OrderedDict of tensors) to `pth_path`.
+
+    Bad files raise as in serialization.load; an array torch cannot hold raises a ValueError
+    naming the file and key; nothing is written.
+    """
+    torch = _import_torch()
+    state = OrderedDict()
+    for key, array in load(npz_path).items():
+        try:
+            state[key] = torch.from_numpy(np.ascontiguousarray(array))
+        except (TypeError, ValueError) as error:  # strings, dates, big-endian bytes
+            raise ValueError(f"{npz_path}: {key!r} is a {array.dtype} array PyTorch cannot "
+                             f"hold ({_one_line(error)})") from error
     with atomic_write(pth_path) as f:
         torch.save(state, f)
