@@ -98,6 +98,151 @@ def test_load_state_dict_keeps_the_module_dtype():
     assert net[0].weight.data.dtype == np.float64
 
 
+# ----- load_state_dict: bad state dicts are refused whole, by key --------------------------
+def trained_net(seed: int):
+    """small_net with values unlike a fresh one's, so that a half-load would show."""
+    net = small_net()
+    rng = np.random.default_rng(seed)
+    for p in net.parameters():
+        p.data[...] = rng.standard_normal(p.data.shape)
+        p.grad[...] = rng.standard_normal(p.grad.shape)
+    net[1].running_var[...] = rng.uniform(1, 2, 4)
+    net[1].num_batches_tracked = np.array(seed + 10)
+    return net
+
+
+def snapshot(net) -> dict:
+    """Every parameter, gradient and buffer as (dtype, shape, bytes)."""
+    arrays = {f"{key} data": p.data for key, p in net.named_parameters()}
+    arrays |= {f"{key} grad": p.grad for key, p in net.named_parameters()}
+    arrays |= dict(net.named_buffers())
+    return {key: (a.dtype, a.shape, a.tobytes()) for key, a in arrays.items()}
+
+
+def ragged():
+    return [[1.0], [2.0, 3.0]]
+
+
+# (id, key, bad value, words the message must hold). Every other key of the state dict holds
+# another model's values, so a load that wrote anything before failing would be seen.
+BAD_VALUES = [
+    ("words", "5.bias", np.array(["one", "two"]), "strings"),
+    ("numeric strings", "5.bias", np.array(["1.5", "2"]), "strings"),
+    ("bytes", "5.bias", np.array([b"1", b"2"]), "bytes"),
+    ("booleans", "5.bias", np.array([True, False]), "booleans"),
+    ("complex", "5.bias", np.array([1 + 2j, 0]), "complex numbers"),
+    ("complex with zero imaginary part", "5.bias", np.array([1 + 0j, 2 + 0j]), "complex numbers"),
+    ("1e60 into float32", "5.bias", np.array([1e60, 0.0]), "inf"),
+    ("-1e60 into float32", "0.weight", np.full((4, 3, 3, 3), -1e60), "-inf"),
+    ("3.7 into num_batches_tracked", "1.num_batches_tracked", np.array(3.7), "3.7"),
+    ("nan into num_batches_tracked", "1.num_batches_tracked", np.array(np.nan), "nan"),
+    ("inf into num_batches_tracked", "1.num_batches_tracked", np.array(np.inf), "inf"),
+    ("1e30 into int64", "1.num_batches_tracked", np.array(1e30), "1e+30"),
+    ("uint64 beyond int64", "1.num_batches_tracked", np.array(2**64 - 1, np.uint64), "18446744073709551615"),
+    ("a bool into num_batches_tracked", "1.num_batches_tracked", np.array(True), "booleans"),
+    ("an object array", "5.bias", np.array([{"a": 1}, 2], dtype=object), "Python objects"),
+    ("None", "1.num_batches_tracked", None, "Python objects"),
+    ("a dict", "1.num_batches_tracked", {"count": 3}, "Python objects"),
+    ("a ragged list", "5.bias", ragged(), "not an array"),
+    ("dates", "5.bias", np.array(["2020-01-01", "2020-01-02"], dtype="datetime64[D]"), "dates"),
+    ("a structured record", "5.bias", np.zeros(2, dtype=[("x", "f4")]), "raw records"),
+    ("a wrong shape", "5.weight", np.zeros((3, 4)), "shape mismatch"),
+    ("a transposed weight", "5.weight", np.zeros((4, 2)), "expected (2, 4), got (4, 2)"),
+    ("a scalar for a vector", "1.running_mean", np.array(1.0), "shape mismatch"),
+    ("a vector for a scalar", "1.num_batches_tracked", np.array([5]), "shape mismatch"),
+    ("strings in the first key", "0.weight", np.full((4, 3, 3, 3), "x"), "strings"),
+]
+
+
+@pytest.mark.parametrize("key, value, words", [row[1:] for row in BAD_VALUES],
+                         ids=[row[0] for row in BAD_VALUES])
+def test_load_state_dict_refuses_a_bad_value_by_key_and_changes_nothing(key, value, words):
+    net = trained_net(0)
+    before = snapshot(net)
+    state = trained_net(1).state_dict()
+    state[key] = value
+    with pytest.raises(ValueError) as err:
+        net.load_state_dict(state)
+    message = str(err.value)
+    assert f"{key!r}" in message and words in message, message
+    assert "\n" not in message and message.startswith("Sequential.load_state_dict: ")
+    assert snapshot(net) == before
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_load_state_dict_refuses_bad_values_even_when_not_strict(strict):
+    net = trained_net(0)
+    before = snapshot(net)
+    state = trained_net(1).state_dict()
+    state["1.num_batches_tracked"] = np.array(3.7)
+    with pytest.raises(ValueError, match="'1.num_batches_tracked' holds 3.7, which would become 3"):
+        net.load_state_dict(state, strict=strict)
+    assert snapshot(net) == before
+
+
+def test_load_state_dict_lists_every_kind_of_problem_in_one_line():
+    net = trained_net(0)
+    before = snapshot(net)
+    state = trained_net(1).state_dict()
+    del state["1.weight"]
+    state["extra"] = np.zeros(1)
+    state["0.weight"] = np.zeros((1, 1))
+    state["5.bias"] = np.array(["a", "b"])
+    with pytest.raises(ValueError) as err:
+        net.load_state_dict(state)
+    assert str(err.value) == (
+        "Sequential.load_state_dict: missing keys: '1.weight'; unexpected keys: 'extra'; "
+        "'0.weight' shape mismatch: expected (4, 3, 3, 3), got (1, 1); "
+        "'5.bias' holds strings (<U1), expected real numbers for float32; nothing was loaded")
+    assert snapshot(net) == before
+
+
+def test_load_state_dict_shortens_long_lists_and_says_how_many_more():
+    net = small_net()
+    with pytest.raises(ValueError) as err:
+        net.load_state_dict({f"other.{i}": np.zeros(1) for i in range(9)})
+    message = str(err.value)
+    assert "'0.weight', '1.weight', '1.bias', '1.running_mean', '1.running_var' and 2 more" in message
+    assert "'other.4' and 4 more" in message
+
+
+def test_load_state_dict_accepts_rounding_and_exact_integers():
+    net = small_net()
+    state = trained_net(1).state_dict()
+    state["0.weight"] = state["0.weight"].astype(np.float64) + 1e-12     # rounds in float32
+    state["5.bias"] = np.array([3, -4], dtype=np.int8)
+    state["1.num_batches_tracked"] = np.array(12.0)                      # a whole number
+    state["1.running_mean"] = np.array([np.nan, np.inf, 0, 1], np.float32)  # as PyTorch allows
+    assert net.load_state_dict(state) == ([], [])
+    np.testing.assert_array_equal(net[0].weight.data, state["0.weight"].astype(np.float32))
+    np.testing.assert_array_equal(net[5].bias.data, [3.0, -4.0])
+    assert net[1].num_batches_tracked == 12 and net[1].num_batches_tracked.dtype == np.int64
+    assert net[5].bias.data.dtype == np.float32
+    np.testing.assert_array_equal(net[1].running_mean, [np.nan, np.inf, 0, 1])
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_state_dict_without_num_batches_tracked_loads_and_leaves_the_count(strict):
+    """Older torchvision saves have no num_batches_tracked; PyTorch loads them strictly."""
+    net = trained_net(0)
+    source = trained_net(1)
+    state = source.state_dict()
+    del state["1.num_batches_tracked"]
+    assert net.load_state_dict(state, strict=strict) == ([], [])
+    assert net[1].num_batches_tracked == 10                               # trained_net(0)'s
+    np.testing.assert_array_equal(net[1].running_var, source[1].running_var)
+    np.testing.assert_array_equal(net[5].weight.data, source[5].weight.data)
+
+
+def test_load_state_dict_writes_copies_it_does_not_keep_the_callers_arrays():
+    net = small_net()
+    state = trained_net(1).state_dict()
+    net.load_state_dict(state)
+    state["0.weight"][...] = 7
+    state["1.running_mean"][...] = 7
+    assert not (net[0].weight.data == 7).any() and not (net[1].running_mean == 7).any()
+
+
 @pytest.mark.parametrize("layer", [nn.Conv2d(3, 4, 3), nn.BatchNorm2d(3), nn.ReLU(),
                                    nn.MaxPool2d(2), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(1),
                                    nn.Linear(3, 2), nn.Flatten(), nn.Dropout(0.5)])
