@@ -248,6 +248,33 @@ def test_a_stale_lock_from_a_killed_run_is_taken_over_with_a_note(tmp_path, tiny
     assert not list((tmp_path / "run").glob(".lock*")), "no claim file left behind"
 
 
+def test_taking_over_a_stale_lock_gives_back_a_live_one_that_replaced_it(tmp_path):
+    lock = tmp_path / ".lock"
+    stale = f"{dead_pid()} {socket.gethostname()}\n"
+    live = f"{os.getpid()} {socket.gethostname()}\n"
+    lock.write_text(live)               # another run took the stale lock over since we read it
+    assert not run_folder._take_over(lock, stale)
+    assert lock.read_text() == live and list(tmp_path.iterdir()) == [lock]
+
+
+def test_a_run_folder_that_cannot_be_written_is_refused_in_one_line_at_once(tmp_path, tiny_data,
+                                                                             monkeypatch):
+    real_open = os.open
+
+    def read_only_folder(path, flags, *args, **kwargs):
+        if os.fspath(path).endswith(run_folder.LOCK_NAME):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+    monkeypatch.setattr(os, "open", read_only_folder)
+    (tmp_path / "run").mkdir()
+    log = Log()
+    with pytest.raises(PermissionError) as refused:
+        fit(tiny_run(tmp_path), data=tiny_data, progress=False, log=log)
+    assert str(refused.value) == f"cannot write in the run folder {tmp_path / 'run'}: Permission denied"
+    assert refused.value.errno == errno.EACCES and log == [], "refused before training"
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
+
+
 def test_a_finished_run_is_not_overwritten_without_force(tmp_path, tiny_data, cifar_dir):
     run = tmp_path / "run"
     fit(tiny_run(tmp_path), data=tiny_data, progress=False, log=lambda *a: None)
@@ -268,6 +295,15 @@ def test_a_finished_run_is_not_overwritten_without_force(tmp_path, tiny_data, ci
         assert (run / name).read_bytes() != before[name], name
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["config"]["seed"] == 9 and read_checkpoint(run)[1]["config"]["seed"] == 9
+    # the old run goes first: a forced run stopped before its first save leaves no run that
+    # a --resume would take for its own
+    def stop_in_the_first_epoch(message):
+        if message.startswith("epoch   1/"):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_run(tmp_path, seed=5), data=tiny_data, force=True, progress=False,
+            log=stop_in_the_first_epoch)
+    assert run_folder.run_files(run) == []
 
 
 def test_a_new_run_into_a_folder_without_a_run_starts_and_keeps_other_files(tmp_path, tiny_data):
@@ -495,7 +531,6 @@ def test_resume_with_more_epochs_extends_the_run_and_says_how_the_lr_goes_on(tmp
 
 
 def test_a_new_run_that_fails_before_saving_leaves_no_empty_folder(tmp_path):
-    run = tmp_path / "runs" / "new"
     with pytest.raises(OSError):
         fit(tiny_run(tmp_path, "runs/new", data_dir=str(tmp_path / "no-data-here")),
             progress=False, log=lambda *a: None)
