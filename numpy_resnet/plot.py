@@ -13,7 +13,11 @@ def read_history(run: str | Path) -> tuple[str, list[dict]]:
         path = path / "metrics.json"
     if not path.is_file():
         raise FileNotFoundError(f"plot: no metrics.json at {path}")
-    rows = json.loads(path.read_text())["history"]
+    try:
+        rows = json.loads(path.read_text())["history"]
+    except (ValueError, KeyError, TypeError) as err:      # not JSON, or not a run's metrics
+        raise ValueError(f"{path}: not a run's metrics.json (expected JSON with a 'history' "
+                         f"list; {type(err).__name__}: {err})") from err
     return path.parent.name, rows
 
 
