@@ -3,9 +3,10 @@
 Each part lists its stubs: the functions of the library whose bodies a student writes, named by
 file (inside numpy_resnet/) and qualified name ("Class.method" or a module-level function).
 `keep` is how many leading statements of the body (after the docstring) stay in the handout,
-such as an input check; the rest of the body becomes the hint and a
-`raise NotImplementedError("<part>: <hint>")`. The library itself carries no marker: this
-table is the whole spec, and make.py stops if a stub no longer matches the code.
+such as a forward's input check or a backward's unpacking of its cache and its gradient check;
+the rest of the body becomes the hint and a `raise NotImplementedError("<part>: <hint>")`. The
+library itself carries no marker: this table is the whole spec, and make.py stops if a stub no
+longer matches the code.
 Each part is graded by grading_tests/grade_<name>.py. To add a part: add a row with its stubs,
 write the grader.
 """
@@ -41,7 +42,7 @@ PARTS: dict[str, Part] = {p.name: p for p in [
         Stub("nn/conv.py", "Conv2d.forward", keep=1,
              hint="cols = kernels.im2col(x, k, k, s, p); Y = W·cols for each group (see _weight_by_group) "
                   "+ b; save (cols, x.shape) in self.cache; return y as (N, C_out, H_out, W_out)"),
-        Stub("nn/conv.py", "Conv2d.backward",
+        Stub("nn/conv.py", "Conv2d.backward", keep=2,
              hint="per group: dW = dY·colsᵀ (add into self.weight.grad), db = Σ dY over (N, H, W), "
                   "dcols = Wᵀ·dY; return kernels.col2im(dcols, x_shape, k, k, s, p)"),
         Stub("kernels/im2col_numpy.py", "im2col_numpy",
@@ -59,38 +60,38 @@ PARTS: dict[str, Part] = {p.name: p for p in [
         Stub("nn/batchnorm.py", "BatchNorm2d._update_running_stats",
              hint="count the batch in num_batches_tracked; m = momentum (or 1/num_batches_tracked if "
                   "None); running ← (1 - m) running + m new, with the unbiased variance σ² M/(M-1)"),
-        Stub("nn/batchnorm.py", "BatchNorm2d.backward",
+        Stub("nn/batchnorm.py", "BatchNorm2d.backward", keep=2,
              hint="dβ = Σ dy, dγ = Σ dy x̂ (add into .grad); eval: dx = γ dy/√(var + ε); train: "
                   "dx = γ/√(σ² + ε) · (dy - mean(dy) - x̂ · mean(dy x̂))"),
     )),
     Part("activations", 5, "ReLU forward and backward", (
         Stub("nn/activation.py", "ReLU.forward", keep=1,
              hint="remember where x > 0 in self.mask, return max(x, 0)"),
-        Stub("nn/activation.py", "ReLU.backward",
+        Stub("nn/activation.py", "ReLU.backward", keep=2,
              hint="the gradient passes where x > 0 and is 0 elsewhere (also at x == 0)"),
     )),
     Part("pooling", 10, "MaxPool2d, AvgPool2d and AdaptiveAvgPool2d backward", (
-        Stub("nn/pooling.py", "MaxPool2d.backward",
+        Stub("nn/pooling.py", "MaxPool2d.backward", keep=2,
              hint="dcols: zeros (k·k, windows); put each dy at its window's argmax row; "
                   "return self._fold(dcols, x_pad_shape, x_shape)"),
-        Stub("nn/pooling.py", "AvgPool2d.backward",
+        Stub("nn/pooling.py", "AvgPool2d.backward", keep=2,
              hint="every row of a window gets dy / count; build dcols (k·k, windows) and "
                   "return self._fold(dcols, x_pad_shape, x_shape)"),
-        Stub("nn/pooling.py", "AdaptiveAvgPool2d.backward",
+        Stub("nn/pooling.py", "AdaptiveAvgPool2d.backward", keep=2,
              hint="y is the mean over H·W positions, so dx = dy / (H·W) at every position, "
                   "shape (N, C, H, W)"),
     )),
     Part("linear", 10, "Linear forward and backward", (
         Stub("nn/linear.py", "Linear.forward",
              hint="save x for backward; y = x Wᵀ + b (no bias when self.bias is None)"),
-        Stub("nn/linear.py", "Linear.backward",
+        Stub("nn/linear.py", "Linear.backward", keep=2,
              hint="add dW = dyᵀ x and db = Σ_n dy into the .grad arrays (+=), return dx = dy W"),
     )),
     Part("loss", 10, "CrossEntropyLoss (with label smoothing) forward and backward", (
         Stub("nn/loss.py", "CrossEntropyLoss.forward", keep=1,
              hint="stable log-softmax (subtract the row max), q = (1-ε) onehot + ε/K, "
                   "loss = -Σ q log p (/N for mean); cache (p, q, scale); return a float"),
-        Stub("nn/loss.py", "CrossEntropyLoss.backward",
+        Stub("nn/loss.py", "CrossEntropyLoss.backward", keep=2,
              hint="dL/dz = (p - q) · scale · grad_output"),
     )),
     Part("residual", 10, "BasicBlock and Bottleneck forward and backward", (

@@ -22,17 +22,16 @@ from __future__ import annotations
 import numpy as np
 
 from ..nn import BatchNorm2d, Conv2d, ReLU
+from ..nn import module as nn_module
 from ..nn.module import check_input
 from .dispatch import records, twin
 
 
 def check_grad(module, grad_output: np.ndarray, shape: tuple, dtype) -> np.ndarray:
-    """grad_output as the kernels need it: the forward output's shape, in the layer's dtype."""
-    if not isinstance(grad_output, np.ndarray) or grad_output.shape != tuple(shape):
-        got = getattr(grad_output, "shape", type(grad_output).__name__)
-        raise ValueError(f"{module!r}: backward expected a gradient shaped like the forward's "
-                         f"output, {tuple(shape)}, got {got}")
-    return grad_output if grad_output.dtype == dtype else grad_output.astype(dtype)
+    """grad_output as the kernels need it: checked as the layer's backward checks it (a float
+    array shaped like the forward's output), in the layer's dtype."""
+    nn_module.check_grad(module, grad_output, tuple(shape))
+    return np.asarray(grad_output, dtype=dtype)
 
 
 # ----- Conv2d --------------------------------------------------------------------------------

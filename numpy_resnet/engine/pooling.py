@@ -9,8 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..nn import MaxPool2d
-from ..nn.module import check_input
-from ..nn.pooling import _pool_output_size
 from .dispatch import records, twin
 from .layers import check_grad
 
@@ -21,10 +19,9 @@ class MaxPoolTwin:
     def forward(pool: MaxPool2d, x: np.ndarray) -> np.ndarray:
         """x: (N, C, H, W) -> y: (N, C, H_out, W_out), the max of each k x k window."""
         from ..kernels.im2col_numba import im2col_numba
-        check_input(pool, x, ndim=4)
+        H_out, W_out = pool._output_size(x)                    # checks x as the layer does
         N, C, H, W = x.shape
         k, s, p = pool.kernel_size, pool.stride, pool.padding
-        H_out, W_out = _pool_output_size(H, k, s, p, False), _pool_output_size(W, k, s, p, False)
         # as the layer's _windows: N·C one-channel images, padded with -inf, unfolded
         extra_h = max(0, (H_out - 1) * s + k - (H + 2 * p))
         extra_w = max(0, (W_out - 1) * s + k - (W + 2 * p))
@@ -33,15 +30,15 @@ class MaxPoolTwin:
         cols = im2col_numba(x_pad, k, k, s, 0)                  # (k·k, N·C·H_out·W_out)
         argmax = cols.argmax(axis=0)
         y = cols[argmax, np.arange(cols.shape[1])].reshape(N, C, H_out, W_out)
-        records[pool] = (argmax, x_pad.shape, x.shape, y.shape)
+        records[pool] = (argmax, x_pad.shape, x.shape, y.shape, y.dtype)
         return y
 
     @staticmethod
     def backward(pool: MaxPool2d, grad_output: np.ndarray) -> np.ndarray:
         """dy -> dx: each dy goes to its window's arg-max, folded back by col2im."""
         from ..kernels.im2col_numba import col2im_numba
-        argmax, x_pad_shape, x_shape, y_shape = records[pool]
-        grad_output = check_grad(pool, grad_output, y_shape, grad_output.dtype)
+        argmax, x_pad_shape, x_shape, y_shape, dtype = records[pool]
+        grad_output = check_grad(pool, grad_output, y_shape, dtype)         # compiled for y's dtype
         N, C, H, W = x_shape
         k, s, p = pool.kernel_size, pool.stride, pool.padding
         dcols = np.zeros((k * k, argmax.size), dtype=grad_output.dtype)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .module import Module, check_input
+from .arguments import flag
+from .module import Module, check_grad, check_input
 
 
 class ReLU(Module):
@@ -15,7 +16,7 @@ class ReLU(Module):
 
     def __init__(self, inplace: bool = False):
         super().__init__()
-        self.inplace = inplace      # accepted for torch compatibility; we never overwrite x
+        self.inplace = flag(self, "inplace", inplace)   # as torch's; we never overwrite x
         self.mask = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -25,4 +26,5 @@ class ReLU(Module):
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         mask = self._saved("mask")
+        check_grad(self, grad_output, mask.shape)
         return grad_output * mask               # dL/dx = dL/dy where x > 0, else 0

@@ -30,13 +30,14 @@ def _name(layer) -> str:
     return layer if isinstance(layer, str) else type(layer).__name__
 
 
-def integer(layer, name: str, value, minimum: int) -> int:
-    """value as an int >= minimum; a bool or a float is a TypeError."""
+def integer(layer, name: str, value, minimum: int | None = None) -> int:
+    """value as an int (>= minimum, if given); a bool or a float is a TypeError."""
+    expected = "an int" if minimum is None else f"an int >= {minimum}"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{_name(layer)}: {name} must be an int >= {minimum}, "
+        raise TypeError(f"{_name(layer)}: {name} must be {expected}, "
                         f"got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{_name(layer)}: {name} must be an int >= {minimum}, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{_name(layer)}: {name} must be {expected}, got {value}")
     return int(value)
 
 

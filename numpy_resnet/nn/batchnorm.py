@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .module import DEFAULT_DTYPE, Module, Parameter, check_input
+from .arguments import float_dtype, fraction, positive_float, positive_int
+from .module import DEFAULT_DTYPE, Module, Parameter, check_grad, check_input
 
 
 class BatchNorm2d(Module):
@@ -28,9 +29,11 @@ class BatchNorm2d(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  dtype=DEFAULT_DTYPE):
         super().__init__()
-        self.num_features = num_features
-        self.eps = eps
-        self.momentum = momentum        # None: cumulative average, as in PyTorch
+        self.num_features = positive_int(self, "num_features", num_features)
+        self.eps = positive_float(self, "eps", eps)
+        # None: cumulative average, as in PyTorch
+        self.momentum = None if momentum is None else fraction(self, "momentum", momentum)
+        dtype = float_dtype(self, dtype)
         self.weight = Parameter(np.ones(num_features, dtype))     # γ
         self.bias = Parameter(np.zeros(num_features, dtype))      # β
         self.register_buffer("running_mean", np.zeros(num_features, dtype))
@@ -71,6 +74,7 @@ class BatchNorm2d(Module):
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         x_hat, inv_std, used_batch_stats = self._saved()
+        check_grad(self, grad_output, x_hat.shape)
         dy = grad_output
         sum_dy = dy.sum(axis=(0, 2, 3), dtype=np.float64)                   # Σ dy
         sum_dy_xhat = (dy * x_hat).sum(axis=(0, 2, 3), dtype=np.float64)    # Σ dy x̂

@@ -23,15 +23,8 @@ import numpy as np
 
 from .. import kernels
 from . import init
-from .module import DEFAULT_DTYPE, Module, Parameter, check_input
-
-
-def _pair_to_int(value, name: str) -> int:
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2 or value[0] != value[1]:
-            raise ValueError(f"Conv2d: only square {name} is supported, got {value}")
-        value = value[0]
-    return int(value)
+from .arguments import flag, float_dtype, positive_int, square
+from .module import DEFAULT_DTYPE, Module, Parameter, check_grad, check_input
 
 
 class Conv2d(Module):
@@ -43,15 +36,17 @@ class Conv2d(Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  groups: int = 1, bias: bool = True, dtype=DEFAULT_DTYPE):
         super().__init__()
+        self.in_channels = positive_int(self, "in_channels", in_channels)
+        self.out_channels = positive_int(self, "out_channels", out_channels)
+        self.kernel_size = square(self, "kernel_size", kernel_size)
+        self.stride = square(self, "stride", stride)
+        self.padding = square(self, "padding", padding, minimum=0)
+        self.groups = positive_int(self, "groups", groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels "
                              f"({out_channels}) must both be divisible by groups ({groups})")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = _pair_to_int(kernel_size, "kernel_size")
-        self.stride = _pair_to_int(stride, "stride")
-        self.padding = _pair_to_int(padding, "padding")
-        self.groups = groups
+        bias = flag(self, "bias", bias)
+        dtype = float_dtype(self, dtype)
         k = self.kernel_size
         self.weight = Parameter(np.zeros((out_channels, in_channels // groups, k, k), dtype))
         self.bias = Parameter(np.zeros(out_channels, dtype)) if bias else None
@@ -73,12 +68,17 @@ class Conv2d(Module):
         """W as `groups` matrices: (groups, C_out/groups, C_in/groups·k·k)."""
         return self.weight.data.reshape(self.groups, self.out_channels // self.groups, -1)
 
+    def _output_shape(self, x_shape: tuple) -> tuple[int, int, int, int]:
+        """(N, C_in, H, W) -> (N, C_out, H_out, W_out)."""
+        N, _, H, W = x_shape
+        k, s, p = self.kernel_size, self.stride, self.padding
+        H_out, W_out = kernels.conv_output_size(H, k, s, p), kernels.conv_output_size(W, k, s, p)
+        return N, self.out_channels, H_out, W_out
+
     def _output_size(self, x: np.ndarray) -> tuple[int, int]:
         """Check x: (N, C_in, H, W) and return (H_out, W_out)."""
         check_input(self, x, ndim=4, channels=self.in_channels)
-        k, s, p = self.kernel_size, self.stride, self.padding
-        H_out = kernels.conv_output_size(x.shape[2], k, s, p)
-        W_out = kernels.conv_output_size(x.shape[3], k, s, p)
+        _, _, H_out, W_out = self._output_shape(x.shape)
         if H_out < 1 or W_out < 1:
             raise ValueError(f"{self!r}: input {x.shape} is smaller than the kernel")
         return H_out, W_out
@@ -104,6 +104,7 @@ class Conv2d(Module):
         gradient (a network's images): PyTorch's autograd skips it the same way.
         """
         cols_g, x_shape = self._saved()
+        check_grad(self, grad_output, self._output_shape(x_shape))
         k, s, p = self.kernel_size, self.stride, self.padding
         # dY as a matrix per group: (groups, C_out/groups, N·H_out·W_out)
         dy = grad_output.transpose(1, 0, 2, 3).reshape(self.groups, self.out_channels // self.groups, -1)

@@ -6,7 +6,8 @@ import numpy as np
 
 from ..seeding import get_rng
 from . import init
-from .module import DEFAULT_DTYPE, Module, Parameter, check_input
+from .arguments import flag, float_dtype, fraction, integer, positive_int
+from .module import DEFAULT_DTYPE, Module, Parameter, check_grad, check_input
 
 
 class Linear(Module):
@@ -18,8 +19,10 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  dtype=DEFAULT_DTYPE):
         super().__init__()
-        self.in_features = in_features
-        self.out_features = out_features
+        self.in_features = positive_int(self, "in_features", in_features)
+        self.out_features = positive_int(self, "out_features", out_features)
+        bias = flag(self, "bias", bias)
+        dtype = float_dtype(self, dtype)
         self.weight = Parameter(np.zeros((out_features, in_features), dtype))
         self.bias = Parameter(np.zeros(out_features, dtype)) if bias else None
         init.default_init_(self.weight, self.bias)
@@ -39,6 +42,7 @@ class Linear(Module):
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         x = self._saved("x")
+        check_grad(self, grad_output, (len(x), self.out_features))
         self.weight.grad += grad_output.T @ x           # dW = dyᵀ x      (out, in)
         if self.bias is not None:
             self.bias.grad += grad_output.sum(axis=0)   # db = Σ_n dy
@@ -50,15 +54,24 @@ class Flatten(Module):
 
     def __init__(self, start_dim: int = 1):
         super().__init__()
-        self.start_dim = start_dim
-        self.x_shape = None
+        self.start_dim = integer(self, "start_dim", start_dim)
+        self.shapes = None
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self.x_shape = x.shape
-        return x.reshape(*x.shape[:self.start_dim], -1)
+        check_input(self, x, ndim=None)
+        if not -x.ndim <= self.start_dim < x.ndim:
+            raise ValueError(f"{self!r}: start_dim is out of range for an input of shape {x.shape}")
+        y = x.reshape(*x.shape[:self.start_dim], -1)
+        self.shapes = (x.shape, y.shape)
+        return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        return grad_output.reshape(self._saved("x_shape"))
+        x_shape, y_shape = self._saved("shapes")
+        check_grad(self, grad_output, y_shape)
+        return grad_output.reshape(x_shape)
 
 
 class Identity(Module):
@@ -82,21 +95,23 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"Dropout: expected 0 <= p < 1, got {p}")
-        self.p = p
-        self.scale = None
+        self.p = fraction(self, "p", p, below_one=True)     # p = 1 would divide by 0
+        self.cache = None
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        check_input(self, x, ndim=None)
         if not self.training or self.p == 0:
-            self.scale = np.ones((), dtype=x.dtype)
+            self.cache = (np.ones((), dtype=x.dtype), x.shape)
             return x
         keep = get_rng().random(x.shape) >= self.p
-        self.scale = keep.astype(x.dtype) / x.dtype.type(1 - self.p)
-        return x * self.scale
+        scale = keep.astype(x.dtype) / x.dtype.type(1 - self.p)
+        self.cache = (scale, x.shape)
+        return x * scale
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        return grad_output * self._saved("scale")
+        scale, x_shape = self._saved()
+        check_grad(self, grad_output, x_shape)
+        return grad_output * scale

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .module import Module
+from .arguments import choice, fraction
+from .module import Module, check_grad, check_input
 
 
 class CrossEntropyLoss(Module):
@@ -20,26 +21,20 @@ class CrossEntropyLoss(Module):
 
     def __init__(self, label_smoothing: float = 0.0, reduction: str = "mean"):
         super().__init__()
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"CrossEntropyLoss: label_smoothing must be in [0, 1], got {label_smoothing}")
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"CrossEntropyLoss: reduction must be 'mean' or 'sum', got {reduction!r}")
-        self.label_smoothing = label_smoothing
-        self.reduction = reduction
+        self.label_smoothing = fraction(self, "label_smoothing", label_smoothing)
+        self.reduction = choice(self, "reduction", reduction, ("mean", "sum"))
         self.cache = None
 
     def extra_repr(self) -> str:
         return f"label_smoothing={self.label_smoothing}"
 
     def _check(self, logits: np.ndarray, targets: np.ndarray) -> None:
-        if not isinstance(logits, np.ndarray) or logits.ndim != 2 or logits.dtype.kind != "f":
-            got = getattr(logits, "shape", type(logits).__name__)
-            raise ValueError(f"{self!r}: expected float logits (N, K), got {got}")
+        check_input(self, logits, ndim=2)                 # float (N, K), N and K at least 1
         targets = np.asarray(targets)
         if targets.shape != (logits.shape[0],) or targets.dtype.kind not in "iu":
             raise ValueError(f"{self!r}: expected integer targets ({logits.shape[0]},), "
                              f"got {targets.dtype} {targets.shape}")
-        if targets.size and (targets.min() < 0 or targets.max() >= logits.shape[1]):
+        if targets.min() < 0 or targets.max() >= logits.shape[1]:
             raise ValueError(f"{self!r}: targets must be in 0..{logits.shape[1] - 1}, "
                              f"got values in {targets.min()}..{targets.max()}")
 
@@ -58,4 +53,5 @@ class CrossEntropyLoss(Module):
 
     def backward(self, grad_output: float = 1.0) -> np.ndarray:
         p, q, scale = self._saved()
+        check_grad(self, grad_output, ())                                # the loss is a number
         return (p - q) * (scale * grad_output)                          # dL/dz = (p - q) / N

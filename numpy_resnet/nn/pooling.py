@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
-from .module import Module, check_input
+from .arguments import flag, square
+from .module import Module, check_grad, check_input
 
 
 def _pool_output_size(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
@@ -28,9 +29,9 @@ def _pool_output_size(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int
 class _Pool2d(Module):
     def __init__(self, kernel_size: int, stride: int | None = None, padding: int = 0):
         super().__init__()
-        self.kernel_size = int(kernel_size)
-        self.stride = int(stride) if stride is not None else int(kernel_size)
-        self.padding = int(padding)
+        self.kernel_size = square(self, "kernel_size", kernel_size)
+        self.stride = self.kernel_size if stride is None else square(self, "stride", stride)
+        self.padding = square(self, "padding", padding, minimum=0)
         if 2 * self.padding > self.kernel_size:
             raise ValueError(f"{type(self).__name__}: padding should be at most half of "
                              f"kernel_size, got padding={padding}, kernel_size={kernel_size}")
@@ -38,6 +39,16 @@ class _Pool2d(Module):
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+    def _output_size(self, x: np.ndarray, ceil_mode: bool = False) -> tuple[int, int]:
+        """Check x: (N, C, H, W) and return (H_out, W_out)."""
+        check_input(self, x, ndim=4)
+        k, s, p = self.kernel_size, self.stride, self.padding
+        H_out = _pool_output_size(x.shape[2], k, s, p, ceil_mode)
+        W_out = _pool_output_size(x.shape[3], k, s, p, ceil_mode)
+        if H_out < 1 or W_out < 1:
+            raise ValueError(f"{self!r}: input {x.shape} is smaller than the kernel")
+        return H_out, W_out
 
     def _windows(self, x: np.ndarray, pad_value: float, H_out: int, W_out: int):
         """x: (N, C, H, W) -> cols: (k·k, N·C·H_out·W_out), padded with `pad_value`.
@@ -69,18 +80,17 @@ class MaxPool2d(_Pool2d):
     """
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        check_input(self, x, ndim=4)
-        N, C, H, W = x.shape
-        k, s, p = self.kernel_size, self.stride, self.padding
-        H_out, W_out = _pool_output_size(H, k, s, p, False), _pool_output_size(W, k, s, p, False)
+        H_out, W_out = self._output_size(x)
+        N, C = x.shape[:2]
         cols, x_pad_shape = self._windows(x, -np.inf, H_out, W_out)   # (k·k, N·C·H_out·W_out)
         argmax = cols.argmax(axis=0)
-        y = cols[argmax, np.arange(cols.shape[1])]
-        self.cache = (argmax, x_pad_shape, x.shape)
-        return y.reshape(N, C, H_out, W_out)
+        y = cols[argmax, np.arange(cols.shape[1])].reshape(N, C, H_out, W_out)
+        self.cache = (argmax, x_pad_shape, x.shape, y.shape)
+        return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        argmax, x_pad_shape, x_shape = self._saved()
+        argmax, x_pad_shape, x_shape, y_shape = self._saved()
+        check_grad(self, grad_output, y_shape)
         dcols = np.zeros((self.kernel_size ** 2, argmax.size), dtype=grad_output.dtype)
         dcols[argmax, np.arange(argmax.size)] = grad_output.ravel()   # route dy to the max
         return self._fold(dcols, x_pad_shape, x_shape)
@@ -97,8 +107,8 @@ class AvgPool2d(_Pool2d):
     def __init__(self, kernel_size: int, stride: int | None = None, padding: int = 0,
                  ceil_mode: bool = False, count_include_pad: bool = True):
         super().__init__(kernel_size, stride, padding)
-        self.ceil_mode = ceil_mode
-        self.count_include_pad = count_include_pad
+        self.ceil_mode = flag(self, "ceil_mode", ceil_mode)
+        self.count_include_pad = flag(self, "count_include_pad", count_include_pad)
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", ceil_mode={self.ceil_mode}, "
@@ -114,11 +124,8 @@ class AvgPool2d(_Pool2d):
         return end - start
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        check_input(self, x, ndim=4)
+        H_out, W_out = self._output_size(x, self.ceil_mode)
         N, C, H, W = x.shape
-        k, s, p = self.kernel_size, self.stride, self.padding
-        H_out = _pool_output_size(H, k, s, p, self.ceil_mode)
-        W_out = _pool_output_size(W, k, s, p, self.ceil_mode)
         cols, x_pad_shape = self._windows(x, 0.0, H_out, W_out)
         count = np.outer(self._counts(H, H_out), self._counts(W, W_out)).astype(x.dtype)
         y = cols.sum(axis=0).reshape(N, C, H_out, W_out) / count
@@ -127,6 +134,7 @@ class AvgPool2d(_Pool2d):
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         count, x_pad_shape, x_shape = self._saved()
+        check_grad(self, grad_output, (*x_shape[:2], *count.shape))
         share = (grad_output / count).ravel()                          # dy / count per window
         dcols = np.broadcast_to(share, (self.kernel_size ** 2, share.size))
         return self._fold(dcols, x_pad_shape, x_shape)
@@ -140,7 +148,7 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size=1):
         super().__init__()
-        if output_size not in (1, (1, 1)):
+        if square(self, "output_size", output_size) != 1:
             raise ValueError(f"AdaptiveAvgPool2d: only output_size=1 is supported, got {output_size}")
         self.output_size = output_size
         self.x_shape = None
@@ -155,4 +163,5 @@ class AdaptiveAvgPool2d(Module):
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         N, C, H, W = self._saved("x_shape")
+        check_grad(self, grad_output, (N, C, 1, 1))
         return np.broadcast_to(grad_output / (H * W), (N, C, H, W)).copy()
