@@ -276,7 +276,9 @@ check(kinks == 3 and report.ok(), "the three entries near 0 are flagged as kinks
 #    sum's axis. Which check fails, and what does `gradcheck` report?
 # 3. Why does gradcheck use a random $G$ and not `np.ones_like(y)`? Find a wrong BatchNorm
 #    backward that passes with ones (lesson 03 has the formula).
-# 4. Rerun the h sweep with `loss_at` in float16 (`np.float16` weights). Where is the best
-#    h now, and what is the best error? Compare with $\epsilon^{1/3}$.
+# 4. Rerun the h sweep in float16. The layers run float32 and float64 only (the fast engine's
+#    kernels are compiled for those), so compute the loss with the six loops:
+#    `np.vdot(dy16, np.tanh(conv2d_naive(x16, weight, b16, stride, padding)))` on float16
+#    arrays. Where is the best h now, and what is the best error? Compare with $\epsilon^{1/3}$.
 # 5. Gradcheck `nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())` with
 #    `kink_tol=1e9` (no kink detection) on an input with exact zeros in it. What happens?
