@@ -52,6 +52,7 @@ LAYER_CASES = [
     Case("BatchNorm2d", _bn_with_random_affine, (4, 3, 3, 3), train=True),
     Case("BatchNorm2d", _bn_with_random_affine, (4, 3, 3, 3), train=False),
     Case("ReLU", nn.ReLU, (2, 3, 4, 4)),
+    Case("Sigmoid", nn.Sigmoid, (2, 3, 4, 4)),
     Case("MaxPool2d 3/2/1", lambda: nn.MaxPool2d(3, stride=2, padding=1), (2, 3, 7, 6)),
     Case("MaxPool2d 2", lambda: nn.MaxPool2d(2), (2, 2, 4, 6)),
     Case("AvgPool2d 2", lambda: nn.AvgPool2d(2), (2, 3, 4, 6)),

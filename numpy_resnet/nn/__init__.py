@@ -1,7 +1,7 @@
 """Layers with hand-written forward and backward, named as in `torch.nn`."""
 
 from . import init
-from .activation import ReLU
+from .activation import ReLU, Sigmoid
 from .batchnorm import BatchNorm2d
 from .conv import Conv2d
 from .linear import Dropout, Flatten, Identity, Linear
@@ -10,7 +10,7 @@ from .module import Module, Parameter, Sequential
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
 __all__ = [
-    "init", "Module", "Parameter", "Sequential", "Conv2d", "BatchNorm2d", "ReLU",
+    "init", "Module", "Parameter", "Sequential", "Conv2d", "BatchNorm2d", "ReLU", "Sigmoid",
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "Flatten", "Identity",
     "Dropout", "CrossEntropyLoss",
 ]

@@ -1,4 +1,8 @@
-"""ReLU: y = max(x, 0), elementwise; its gradient passes where x > 0 and stops elsewhere."""
+"""Elementwise activations.
+
+ReLU     y = max(x, 0): its gradient passes where x > 0 and stops elsewhere
+Sigmoid  y = σ(x), in (0, 1): a gate; its gradient is y(1 − y)
+"""
 
 from __future__ import annotations
 
@@ -28,3 +32,27 @@ class ReLU(Module):
         mask = self._saved("mask")
         check_grad(self, grad_output, mask.shape)
         return grad_output * mask               # dL/dx = dL/dy where x > 0, else 0
+
+
+class Sigmoid(Module):
+    """y = σ(x) = 1 / (1 + e^(−x)), elementwise.  x, y: any shape.  y lies in (0, 1): a gate.
+
+    Computed as 1 / (1 + e^(−|x|)) for x ≥ 0 and e^(−|x|) / (1 + e^(−|x|)) for x < 0, the
+    same number, so that e^(−x) never overflows for a very negative x.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.out = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        check_input(self, x, ndim=None)
+        z = np.exp(-np.abs(x))                  # in (0, 1]: no overflow
+        y = np.where(x >= 0, 1 / (1 + z), z / (1 + z))
+        self.out = y                            # the derivative is written with y
+        return y
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        y = self._saved("out")
+        check_grad(self, grad_output, y.shape)
+        return grad_output * y * (1 - y)        # dσ/dx = σ(x)(1 − σ(x))
