@@ -1,4 +1,4 @@
-"""The model zoo: ResNet-18 ... 152, ResNeXt-50, ResNet-50-D and the CIFAR nets.
+"""The model zoo: ResNet-18 ... 152, ResNeXt-50, ResNet-50-D, Res2Net and the CIFAR nets.
 
 Table 1 of He et al. (2016), as `_make_layer` builds it (ImageNet, 224x224 input):
 
@@ -39,6 +39,7 @@ from .nn import (
     Sequential,
     init,
 )
+from .res2net import Bottle2neck
 from .shortcuts import SHORTCUTS, make_shortcut
 
 STEMS = ("imagenet", "cifar", "deep")
@@ -74,12 +75,15 @@ class ResNet(Module):
     residual: False builds the plain twin.   shortcut: "A", "B" or "D" (see shortcuts.py).
     zero_init_residual: start each block's last BN at γ = 0, so that every block starts as
     y = relu(shortcut(x)).   stride_in_1x1: the paper's v1 Bottleneck.
+    block_args: more keyword arguments for every block (timm's name), e.g. {"scale": 4}
+    for Res2Net's Bottle2neck.
     """
 
     def __init__(self, block: type, layers: list[int], num_classes: int = 1000,
                  zero_init_residual: bool = False, groups: int = 1, width_per_group: int = 64, *,
                  stem: str = "imagenet", width: int = 64, residual: bool = True,
-                 shortcut: str = "B", stride_in_1x1: bool = False):
+                 shortcut: str = "B", stride_in_1x1: bool = False,
+                 block_args: dict | None = None):
         super().__init__()
         if shortcut not in SHORTCUTS:
             raise ValueError(f"ResNet: shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
@@ -91,6 +95,7 @@ class ResNet(Module):
             if block is not Bottleneck:
                 raise ValueError("ResNet: stride_in_1x1 applies to Bottleneck blocks only")
             self.block_kwargs["stride_in_1x1"] = True
+        self.block_kwargs.update(block_args or {})
         self.shortcut = shortcut
         self.inplanes = width
         self.num_stages = len(layers)
@@ -133,7 +138,7 @@ class ResNet(Module):
                 init.constant_(m.bias, 0)
         if zero_init_residual:
             for m in self.modules():
-                if isinstance(m, Bottleneck):
+                if isinstance(m, (Bottleneck, Bottle2neck)):
                     init.constant_(m.bn3.weight, 0)
                 elif isinstance(m, BasicBlock):
                     init.constant_(m.bn2.weight, 0)
@@ -205,6 +210,24 @@ def resnet50d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], **{"stem": "deep", "shortcut": "D", **kwargs})
 
 
+def res2net50_26w_4s(**kwargs) -> ResNet:
+    """Res2Net-50 (Gao et al., 2019; timm's res2net50_26w_4s): 4 groups of 26 channels."""
+    return ResNet(Bottle2neck, [3, 4, 6, 3], **{"width_per_group": 26, "block_args": {"scale": 4},
+                                                 **kwargs})
+
+
+def res2net101_26w_4s(**kwargs) -> ResNet:
+    """Res2Net-101 (timm's res2net101_26w_4s): ResNet-101's stages, 4 groups of 26 channels."""
+    return ResNet(Bottle2neck, [3, 4, 23, 3], **{"width_per_group": 26, "block_args": {"scale": 4},
+                                                  **kwargs})
+
+
+def res2next50(**kwargs) -> ResNet:
+    """Res2NeXt-50 (timm's res2next50): 4 groups, each a 3x3 of cardinality 8, 4 channels per path."""
+    return ResNet(Bottle2neck, [3, 4, 6, 3], **{"groups": 8, "width_per_group": 4,
+                                                 "block_args": {"scale": 4}, **kwargs})
+
+
 def cifar_resnet(depth: int, shortcut: str = "A", residual: bool = True, num_classes: int = 10,
                  width: int = 16, zero_init_residual: bool = False) -> ResNet:
     """He et al.'s CIFAR-10 nets: depth = 6n + 2, three stages of n BasicBlocks (16, 32, 64).
@@ -229,6 +252,9 @@ def _registry() -> dict[str, Callable[..., ResNet]]:
         registry[f"plain{depth}"] = partial(constructor, residual=False)
     registry["resnext50_32x4d"] = resnext50_32x4d
     registry["resnet50d"] = resnet50d
+    registry["res2net50_26w_4s"] = res2net50_26w_4s
+    registry["res2net101_26w_4s"] = res2net101_26w_4s
+    registry["res2next50"] = res2next50
     for depth in CIFAR_DEPTHS:
         registry[f"resnet{depth}"] = partial(cifar_resnet, depth)
         registry[f"cifar_resnet{depth}"] = partial(cifar_resnet, depth)
