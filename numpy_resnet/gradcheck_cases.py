@@ -13,6 +13,7 @@ import numpy as np
 
 from . import nn
 from .blocks import BasicBlock, Bottleneck
+from .preact import PreActBasicBlock, PreActBottleneck, preact_projection
 from .shortcuts import make_shortcut
 
 
@@ -79,6 +80,15 @@ def _bottleneck(inplanes, planes, stride=1, shortcut=None) -> Bottleneck:
     return Bottleneck(inplanes, planes, stride, downsample)
 
 
+def _preact(block, inplanes, planes, stride=1, residual=True):
+    """A pre-activation block, with the 1x1 projection when it changes the shape."""
+    outplanes = planes * block.expansion
+    downsample = None
+    if residual and (stride != 1 or inplanes != outplanes):
+        downsample = preact_projection(inplanes, outplanes, stride)
+    return block(inplanes, planes, stride, downsample, residual=residual)
+
+
 BLOCK_CASES = [
     Case("BasicBlock identity", lambda: _basic(4, 4), (2, 4, 4, 4)),
     Case("BasicBlock shortcut A", lambda: _basic(3, 6, 2, "A"), (2, 3, 6, 6)),
@@ -86,6 +96,16 @@ BLOCK_CASES = [
     Case("BasicBlock shortcut D", lambda: _basic(3, 6, 2, "D"), (2, 3, 6, 6)),
     Case("BasicBlock plain", lambda: _basic(3, 6, 2, residual=False), (2, 3, 6, 6)),
     Case("Bottleneck shortcut B", lambda: _bottleneck(4, 2, 2, "B"), (2, 4, 6, 6)),
+    Case("PreActBasicBlock identity", lambda: _preact(PreActBasicBlock, 4, 4), (2, 4, 4, 4)),
+    Case("PreActBasicBlock projection",
+         lambda: _preact(PreActBasicBlock, 3, 6, 2), (2, 3, 6, 6)),
+    Case("PreActBasicBlock plain",
+         lambda: _preact(PreActBasicBlock, 3, 6, 2, residual=False), (2, 3, 6, 6)),
+    Case("PreActBottleneck identity", lambda: _preact(PreActBottleneck, 8, 2), (2, 8, 4, 4)),
+    Case("PreActBottleneck projection",
+         lambda: _preact(PreActBottleneck, 4, 2, 2), (2, 4, 6, 6)),
+    Case("PreActBottleneck plain",
+         lambda: _preact(PreActBottleneck, 4, 2, 2, residual=False), (2, 4, 6, 6)),
 ]
 
 
