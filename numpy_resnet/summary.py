@@ -75,7 +75,8 @@ def _record_outputs(leaves: list[tuple[str, Module]], shapes: dict) -> None:
     for name, module in leaves:
         def recorded(x, _forward=module.forward, _name=name):
             y = _forward(x)
-            shapes[_name] = y.shape
+            # a layer with several outputs (res2net.Split) gives one shape per output
+            shapes[_name] = y.shape if isinstance(y, np.ndarray) else tuple(p.shape for p in y)
             return y
         module.forward = recorded
 
