@@ -26,6 +26,7 @@ from functools import partial
 import numpy as np
 
 from .blocks import BasicBlock, Bottleneck, conv3x3
+from .gated import GATED_BLOCKS
 from .nn import (
     AdaptiveAvgPool2d,
     BatchNorm2d,
@@ -229,16 +230,18 @@ def res2next50(**kwargs) -> ResNet:
 
 
 def cifar_resnet(depth: int, shortcut: str = "A", residual: bool = True, num_classes: int = 10,
-                 width: int = 16, zero_init_residual: bool = False) -> ResNet:
+                 width: int = 16, zero_init_residual: bool = False,
+                 block: type = BasicBlock) -> ResNet:
     """He et al.'s CIFAR-10 nets: depth = 6n + 2, three stages of n BasicBlocks (16, 32, 64).
 
     x: (N, 3, 32, 32) -> (N, num_classes). Option A shortcuts as in the paper.
+    block: BasicBlock, or one of gated.py's blocks with a gated or scaled shortcut.
     """
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"cifar_resnet: depth must be 6n + 2 (20, 32, 44, 56, 110, ...), "
                          f"got {depth}")
     n = (depth - 2) // 6
-    return ResNet(BasicBlock, [n, n, n], num_classes=num_classes, stem="cifar", width=width,
+    return ResNet(block, [n, n, n], num_classes=num_classes, stem="cifar", width=width,
                   residual=residual, shortcut=shortcut, zero_init_residual=zero_init_residual)
 
 
@@ -259,6 +262,8 @@ def _registry() -> dict[str, Callable[..., ResNet]]:
         registry[f"resnet{depth}"] = partial(cifar_resnet, depth)
         registry[f"cifar_resnet{depth}"] = partial(cifar_resnet, depth)
         registry[f"plain{depth}"] = partial(cifar_resnet, depth, residual=False)
+        for kind, block in GATED_BLOCKS.items():    # gated110, shortcutgated110, scaled110 ...
+            registry[f"{kind}{depth}"] = partial(cifar_resnet, depth, block=block)
     return registry
 
 
