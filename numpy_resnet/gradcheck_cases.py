@@ -13,7 +13,9 @@ import numpy as np
 
 from . import nn
 from .blocks import BasicBlock, Bottleneck
+from .gated import ExclusiveGatedBlock, ScaledBlock, ShortcutGatedBlock
 from .preact import PreActBasicBlock, PreActBottleneck, preact_projection
+from .res2net import Bottle2neck, Concat, Split
 from .shortcuts import make_shortcut
 
 
@@ -80,6 +82,12 @@ def _bottleneck(inplanes, planes, stride=1, shortcut=None) -> Bottleneck:
     return Bottleneck(inplanes, planes, stride, downsample)
 
 
+def _gated(block, inplanes, planes, stride=1, shortcut=None, **kwargs):
+    """A gated or scaled block of gated.py; option `shortcut` where the shape changes."""
+    downsample = make_shortcut(shortcut, inplanes, planes, stride) if shortcut else None
+    return block(inplanes, planes, stride, downsample, **kwargs)
+
+
 def _preact(block, inplanes, planes, stride=1, residual=True):
     """A pre-activation block, with the 1x1 projection when it changes the shape."""
     outplanes = planes * block.expansion
@@ -89,6 +97,43 @@ def _preact(block, inplanes, planes, stride=1, residual=True):
     return block(inplanes, planes, stride, downsample, residual=residual)
 
 
+class _StackedSplit(nn.Module):
+    """Split into k equal groups, its outputs stacked: (N, k·C, H, W) -> (k, N, C, H, W).
+
+    gradcheck takes one array in and one out; stacking is only the checker's view of the list.
+    """
+
+    def __init__(self, k: int, channels: int):
+        super().__init__()
+        self.split = Split([channels] * k)
+
+    def forward(self, x):
+        return np.stack(self.split(x))
+
+    def backward(self, grad_output):
+        return self.split.backward(list(grad_output))
+
+
+class _StackedConcat(nn.Module):
+    """Concat of k equal parts handed in stacked: (k, N, C, H, W) -> (N, k·C, H, W)."""
+
+    def __init__(self):
+        super().__init__()
+        self.concat = Concat()
+
+    def forward(self, x):
+        return self.concat(list(x))
+
+    def backward(self, grad_output):
+        return np.stack(self.concat.backward(grad_output))
+
+
+def _bottle2neck(inplanes, planes, stride=1, shortcut=None, groups=1, base_width=32, scale=3):
+    """A small Res2Net block: width int(planes · base_width / 64) · groups per group."""
+    downsample = make_shortcut(shortcut, inplanes, planes * 4, stride) if shortcut else None
+    return Bottle2neck(inplanes, planes, stride, downsample, groups, base_width, scale=scale)
+
+
 BLOCK_CASES = [
     Case("BasicBlock identity", lambda: _basic(4, 4), (2, 4, 4, 4)),
     Case("BasicBlock shortcut A", lambda: _basic(3, 6, 2, "A"), (2, 3, 6, 6)),
@@ -96,6 +141,15 @@ BLOCK_CASES = [
     Case("BasicBlock shortcut D", lambda: _basic(3, 6, 2, "D"), (2, 3, 6, 6)),
     Case("BasicBlock plain", lambda: _basic(3, 6, 2, residual=False), (2, 3, 6, 6)),
     Case("Bottleneck shortcut B", lambda: _bottleneck(4, 2, 2, "B"), (2, 4, 6, 6)),
+    Case("Split 3 groups", lambda: _StackedSplit(3, 2), (2, 6, 3, 4)),
+    Case("Concat 3 parts", _StackedConcat, (3, 2, 2, 3, 4)),
+    # Res2Net: a normal block (each 3x3 also takes the previous group's output, the last group
+    # passes through) and a stage's first block (own groups only, the last one average-pooled)
+    Case("Bottle2neck normal", lambda: _bottle2neck(16, 4), (2, 16, 4, 4)),
+    Case("Bottle2neck stage stride 2 shortcut B", lambda: _bottle2neck(4, 4, 2, "B"), (2, 4, 5, 5)),
+    Case("Bottle2neck stage stride 1 shortcut B", lambda: _bottle2neck(8, 4, 1, "B"), (2, 8, 4, 4)),
+    Case("Bottle2neck Res2NeXt groups 2", lambda: _bottle2neck(16, 4, groups=2, base_width=16),
+         (2, 16, 4, 4)),
     Case("PreActBasicBlock identity", lambda: _preact(PreActBasicBlock, 4, 4), (2, 4, 4, 4)),
     Case("PreActBasicBlock projection",
          lambda: _preact(PreActBasicBlock, 3, 6, 2), (2, 3, 6, 6)),
@@ -106,6 +160,23 @@ BLOCK_CASES = [
          lambda: _preact(PreActBottleneck, 4, 2, 2), (2, 4, 6, 6)),
     Case("PreActBottleneck plain",
          lambda: _preact(PreActBottleneck, 4, 2, 2, residual=False), (2, 4, 6, 6)),
+    # b_g = 0 (g ≈ 0.5) rather than the models' −6 (g ≈ 0.0025), so that no path is negligible
+    Case("ExclusiveGatedBlock identity",
+         lambda: _gated(ExclusiveGatedBlock, 4, 4, gate_bias=0.0), (2, 4, 4, 4)),
+    Case("ExclusiveGatedBlock shortcut A",
+         lambda: _gated(ExclusiveGatedBlock, 3, 6, 2, "A", gate_bias=0.0), (2, 3, 6, 6)),
+    Case("ExclusiveGatedBlock shortcut B",
+         lambda: _gated(ExclusiveGatedBlock, 3, 6, 2, "B", gate_bias=0.0), (2, 3, 6, 6)),
+    Case("ShortcutGatedBlock identity",
+         lambda: _gated(ShortcutGatedBlock, 4, 4, gate_bias=0.0), (2, 4, 4, 4)),
+    Case("ShortcutGatedBlock shortcut A",
+         lambda: _gated(ShortcutGatedBlock, 3, 6, 2, "A", gate_bias=0.0), (2, 3, 6, 6)),
+    Case("ShortcutGatedBlock shortcut B",
+         lambda: _gated(ShortcutGatedBlock, 3, 6, 2, "B", gate_bias=0.0), (2, 3, 6, 6)),
+    Case("ScaledBlock identity", lambda: _gated(ScaledBlock, 4, 4), (2, 4, 4, 4)),
+    Case("ScaledBlock shortcut A", lambda: _gated(ScaledBlock, 3, 6, 2, "A"), (2, 3, 6, 6)),
+    Case("ScaledBlock F unscaled, shortcut B",
+         lambda: _gated(ScaledBlock, 3, 6, 2, "B", branch_scale=1.0), (2, 3, 6, 6)),
 ]
 
 
