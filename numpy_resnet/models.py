@@ -40,6 +40,7 @@ from .nn import (
     Sequential,
     init,
 )
+from .preact import PreActBottleneck, preact_cifar_resnet, preact_resnet18
 from .res2net import Bottle2neck
 from .shortcuts import SHORTCUTS, make_shortcut
 
@@ -264,6 +265,15 @@ def _registry() -> dict[str, Callable[..., ResNet]]:
         registry[f"plain{depth}"] = partial(cifar_resnet, depth, residual=False)
         for kind, block in GATED_BLOCKS.items():    # gated110, shortcutgated110, scaled110 ...
             registry[f"{kind}{depth}"] = partial(cifar_resnet, depth, block=block)
+    # pre-activation nets (preact.py): y = x + F(x), nothing after the sum
+    registry["preact_resnet18"] = preact_resnet18
+    registry["plain_preact18"] = partial(preact_resnet18, residual=False)
+    for depth in (20, 56, 110):
+        registry[f"preact_resnet{depth}"] = partial(preact_cifar_resnet, depth)
+        registry[f"plain_preact{depth}"] = partial(preact_cifar_resnet, depth, residual=False)
+    registry["preact_resnet164"] = partial(preact_cifar_resnet, 164, block=PreActBottleneck)
+    registry["plain_preact164"] = partial(preact_cifar_resnet, 164, block=PreActBottleneck,
+                                          residual=False)
     return registry
 
 
@@ -278,12 +288,15 @@ def _constructor(name: str) -> Callable[..., ResNet]:
 
 
 def is_cifar_model(name: str) -> bool:
-    """True for He et al.'s CIFAR nets ("resnet56", "cifar_resnet20", "plain110" ...).
+    """True for He et al.'s CIFAR nets ("resnet56", "cifar_resnet20", "plain110",
+    "preact_resnet110" ...).
 
-    They are built by cifar_resnet(): a fixed 3x3 stem, so they take `shortcut` but no `stem`.
+    They are built by cifar_resnet() or preact_cifar_resnet(): a fixed 3x3 stem, so they
+    take `shortcut` but no `stem`.
     """
     constructor = _constructor(name)
-    return isinstance(constructor, partial) and constructor.func is cifar_resnet
+    return (isinstance(constructor, partial)
+            and constructor.func in (cifar_resnet, preact_cifar_resnet))
 
 
 CIFAR_MODEL_NAMES = tuple(name for name in MODEL_NAMES if is_cifar_model(name))
