@@ -142,7 +142,7 @@ class ResNet(Module):
             for m in self.modules():
                 if isinstance(m, (Bottleneck, Bottle2neck)):
                     init.constant_(m.bn3.weight, 0)
-                elif isinstance(m, BasicBlock):
+                elif isinstance(m, (BasicBlock, *GATED_BLOCKS.values())):   # bn2 ends F
                     init.constant_(m.bn2.weight, 0)
 
     @property

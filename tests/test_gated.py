@@ -360,3 +360,10 @@ def test_every_relu_and_sigmoid_in_a_gated_net_is_its_own_instance():
     model = get_model("gated20")
     layers = [m for m in model.modules() if isinstance(m, (ReLU, Sigmoid))]
     assert len(layers) == 1 + 9 * 3 and len({id(m) for m in layers}) == len(layers)
+
+
+@pytest.mark.parametrize("kind", ["gated", "shortcutgated", "scaled"])
+def test_zero_init_residual_zeroes_bn2_of_every_gated_block(kind):
+    model = get_model(f"{kind}20", zero_init_residual=True)
+    blocks = [m for m in model.modules() if isinstance(m, GATED)]
+    assert len(blocks) == 9 and all((b.bn2.weight.data == 0).all() for b in blocks)
