@@ -67,8 +67,9 @@ class LayerRecord:
 
     @property
     def on_shortcut(self) -> bool:
-        """Inside a block's `downsample` (a projection shortcut), off the main path."""
-        return "downsample" in self.name.split(".")
+        """Off the main path: inside a block's `downsample` (a projection shortcut) or its
+        `gate` (gated.py's 1x1 conv that weighs the two paths)."""
+        return bool({"downsample", "gate"} & set(self.name.split(".")))
 
 
 @dataclass
@@ -93,7 +94,7 @@ class GradFlowReport:
     blocks: list[BlockRecord] = field(default_factory=list)
 
     def convs(self, main_path: bool = True) -> list[LayerRecord]:
-        """Conv layers in depth order; main_path=True leaves out the projection shortcuts."""
+        """Conv layers in depth order; main_path=True leaves out the shortcuts and the gates."""
         return [r for r in self.layers if r.is_conv and not (main_path and r.on_shortcut)]
 
     def conv_grad_norms(self) -> np.ndarray:

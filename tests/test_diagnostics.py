@@ -299,3 +299,14 @@ def test_experiment_command_on_the_reference_engine_says_so_and_records_it(cifar
     rows = json.loads((tmp_path / "resnet20" / "metrics.json").read_text())["history"]
     assert [row["engine"] for row in rows] == ["reference"]
     assert "Engine of our runs: reference." in (tmp_path / "summary.md").read_text()
+
+
+def test_a_gated_nets_gates_are_off_the_main_path_of_the_gradient_ratio():
+    from numpy_resnet.models import get_model
+    model = get_model("gated20", shortcut="B")
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    report = gradient_flow(model, x, np.array([1, 2]))
+    main = [r.name for r in report.convs(main_path=True)]
+    every = [r.name for r in report.convs(main_path=False)]
+    assert len(main) == 19 and not any(".gate" in name for name in main)     # 6n + 1 convs
+    assert any(".gate" in name for name in every) and any("downsample" in name for name in every)
