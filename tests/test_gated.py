@@ -15,6 +15,7 @@ import copy
 
 import numpy as np
 import pytest
+from torch_parity_steps import assert_two_sgd_steps_match
 
 from numpy_resnet import manual_seed
 from numpy_resnet.blocks import BasicBlock
@@ -22,8 +23,7 @@ from numpy_resnet.gated import GATE_BIAS, ExclusiveGatedBlock, ScaledBlock, Shor
 from numpy_resnet.gradcheck import gradcheck
 from numpy_resnet.gradcheck_cases import all_cases
 from numpy_resnet.models import CIFAR_MODEL_NAMES, ResNet, cifar_resnet, get_model, is_cifar_model
-from numpy_resnet.nn import BatchNorm2d, CrossEntropyLoss, ReLU, Sigmoid
-from numpy_resnet.optim import SGD
+from numpy_resnet.nn import BatchNorm2d, ReLU, Sigmoid
 from numpy_resnet.shortcuts import ZeroPadShortcut, make_shortcut
 from numpy_resnet.train import TrainConfig
 
@@ -253,10 +253,6 @@ class TorchCifarNet(tnn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-def assert_close(ours, theirs, what, tol):
-    theirs = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    scale = float(np.abs(theirs).max(initial=0.0))
-    np.testing.assert_allclose(ours, theirs, rtol=tol, atol=tol * scale, err_msg=what)
 
 
 PARITY = {      # name: (block, shortcut, block_args); b_g = −1 so that F's gradients are not tiny
@@ -284,33 +280,7 @@ def test_gated_net_matches_torch_logits_gradients_and_two_sgd_steps(name, engine
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 3, 16, 16))
     targets = rng.integers(0, 10, 4)
-    criterion = CrossEntropyLoss()
-    hyper = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
-    optimizer = SGD(ours.parameters(), **hyper)
-    torch_optimizer = torch.optim.SGD(theirs.parameters(), **hyper)
-    torch_params = dict(theirs.named_parameters())
-    for step, tol in enumerate([1e-9, 1e-6]):      # after a step: rounding, amplified by depth
-        ours.zero_grad()
-        logits = ours(x)
-        loss = criterion(logits, targets)
-        dx = ours.backward(criterion.backward())
-
-        torch_optimizer.zero_grad()
-        x_t = torch.tensor(x, requires_grad=True)
-        logits_t = theirs(x_t)
-        loss_t = F.cross_entropy(logits_t, torch.tensor(targets))
-        loss_t.backward()
-
-        assert_close(logits, logits_t, f"step {step}: logits", tol)
-        assert np.isclose(loss, loss_t.item(), rtol=tol)
-        assert_close(dx, x_t.grad, f"step {step}: dL/dx", tol)
-        for key, p in ours.named_parameters():
-            assert_close(p.grad, torch_params[key].grad, f"step {step}: grad of {key}", tol)
-        optimizer.step()
-        torch_optimizer.step()
-    theirs_state = theirs.state_dict()
-    for key, value in ours.state_dict().items():
-        assert_close(value, theirs_state[key], f"after two steps: {key}", 1e-6)
+    assert_two_sgd_steps_match(ours, theirs, x, targets)
 
 
 # ----- the models ------------------------------------------------------------------------------

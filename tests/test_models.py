@@ -13,6 +13,7 @@ import functools
 
 import numpy as np
 import pytest
+from torch_parity_steps import assert_two_sgd_steps_match
 
 from numpy_resnet import manual_seed
 from numpy_resnet.blocks import BasicBlock, Bottleneck
@@ -27,7 +28,6 @@ from numpy_resnet.models import (
     resnet50,
 )
 from numpy_resnet.nn import AvgPool2d, BatchNorm2d, CrossEntropyLoss, Identity, ReLU
-from numpy_resnet.optim import SGD
 
 torch = pytest.importorskip("torch")
 tnn = torch.nn
@@ -274,10 +274,6 @@ PARITY = {
 }
 
 
-def assert_close(ours, theirs, what, tol=1e-9):
-    theirs = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    scale = float(np.abs(theirs).max(initial=0.0))
-    np.testing.assert_allclose(ours, theirs, rtol=tol, atol=tol * scale, err_msg=what)
 
 
 @pytest.mark.parametrize("name", list(PARITY))
@@ -290,36 +286,7 @@ def test_model_matches_torch_logits_gradients_and_two_sgd_steps(name, engine):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 3, size, size))
     targets = rng.integers(0, 10, 4)
-    criterion = CrossEntropyLoss()
-    hyper = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
-    optimizer, torch_optimizer = SGD(ours.parameters(), **hyper), torch.optim.SGD(
-        theirs.parameters(), **hyper)
-    torch_params = dict(theirs.named_parameters())
-    # Step 0 starts from identical weights: agreement to rounding (1e-9). After an update the
-    # weights differ by rounding (~1e-16), which a deep plain net amplifies ~10⁴-fold (a
-    # residual net ~10²-fold): 1e-6 still catches any wrong term of the update.
-    for step, tol in enumerate([1e-9, 1e-6]):
-        ours.zero_grad()
-        logits = ours(x)
-        loss = criterion(logits, targets)
-        dx = ours.backward(criterion.backward())
-
-        torch_optimizer.zero_grad()
-        x_t = torch.tensor(x, requires_grad=True)
-        logits_t = theirs(x_t)
-        loss_t = F.cross_entropy(logits_t, torch.tensor(targets))
-        loss_t.backward()
-
-        assert_close(logits, logits_t, f"step {step}: logits", tol)
-        assert np.isclose(loss, loss_t.item(), rtol=tol)
-        assert_close(dx, x_t.grad, f"step {step}: dL/dx", tol)
-        for key, p in ours.named_parameters():
-            assert_close(p.grad, torch_params[key].grad, f"step {step}: grad of {key}", tol)
-        optimizer.step()
-        torch_optimizer.step()
-    theirs_state = theirs.state_dict()
-    for key, value in ours.state_dict().items():           # weights and running statistics
-        assert_close(value, theirs_state[key], f"after two steps: {key}", 1e-6)
+    assert_two_sgd_steps_match(ours, theirs, x, targets)
 
 
 # ----- end-to-end gradient checks ----------------------------------------------------------------

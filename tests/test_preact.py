@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from torch_parity_steps import assert_two_sgd_steps_match
 
 from numpy_resnet import manual_seed
 from numpy_resnet.gradcheck import gradcheck
 from numpy_resnet.models import CIFAR_MODEL_NAMES, MODEL_NAMES, get_model, is_cifar_model
 from numpy_resnet.nn import BatchNorm2d, CrossEntropyLoss, ReLU
-from numpy_resnet.optim import SGD
 from numpy_resnet.preact import (
     PreActBasicBlock,
     PreActBottleneck,
@@ -298,10 +298,6 @@ PARITY = {
 }
 
 
-def assert_close(ours, theirs, what, tol=1e-9):
-    theirs = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    scale = float(np.abs(theirs).max(initial=0.0))
-    np.testing.assert_allclose(ours, theirs, rtol=tol, atol=tol * scale, err_msg=what)
 
 
 @pytest.mark.parametrize("name", list(PARITY))
@@ -313,35 +309,7 @@ def test_preact_model_matches_torch_logits_gradients_and_two_sgd_steps(name, eng
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 3, 16, 16))
     targets = rng.integers(0, 10, 4)
-    criterion = CrossEntropyLoss()
-    hyper = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
-    optimizer = SGD(ours.parameters(), **hyper)
-    torch_optimizer = torch.optim.SGD(theirs.parameters(), **hyper)
-    torch_params = dict(theirs.named_parameters())
-    # step 0 starts from identical weights (1e-9); after an update the weights differ by
-    # rounding, which the second step amplifies (1e-6 still catches a wrong term)
-    for step, tol in enumerate([1e-9, 1e-6]):
-        ours.zero_grad()
-        logits = ours(x)
-        loss = criterion(logits, targets)
-        dx = ours.backward(criterion.backward())
-
-        torch_optimizer.zero_grad()
-        x_t = torch.tensor(x, requires_grad=True)
-        logits_t = theirs(x_t)
-        loss_t = F.cross_entropy(logits_t, torch.tensor(targets))
-        loss_t.backward()
-
-        assert_close(logits, logits_t, f"step {step}: logits", tol)
-        assert np.isclose(loss, loss_t.item(), rtol=tol)
-        assert_close(dx, x_t.grad, f"step {step}: dL/dx", tol)
-        for key, p in ours.named_parameters():
-            assert_close(p.grad, torch_params[key].grad, f"step {step}: grad of {key}", tol)
-        optimizer.step()
-        torch_optimizer.step()
-    theirs_state = theirs.state_dict()
-    for key, value in ours.state_dict().items():           # weights and running statistics
-        assert_close(value, theirs_state[key], f"after two steps: {key}", 1e-6)
+    assert_two_sgd_steps_match(ours, theirs, x, targets)
 
 
 def test_preact_backward_without_the_input_gradient_gives_the_same_parameter_gradients(engine):

@@ -13,13 +13,12 @@ import math
 
 import numpy as np
 import pytest
+from torch_parity_steps import assert_close, assert_two_sgd_steps_match
 
 from numpy_resnet import manual_seed
 from numpy_resnet.gradcheck import gradcheck
 from numpy_resnet.gradcheck_cases import BLOCK_CASES
 from numpy_resnet.models import MODEL_NAMES, ResNet, get_model
-from numpy_resnet.nn import CrossEntropyLoss
-from numpy_resnet.optim import SGD
 from numpy_resnet.res2net import Bottle2neck, Concat, Split
 from numpy_resnet.shortcuts import make_shortcut
 from numpy_resnet.summary import summary
@@ -231,10 +230,6 @@ BLOCK_PARITY = {
 }
 
 
-def assert_close(ours, theirs, what, tol=1e-9):
-    theirs = theirs.detach().numpy()
-    scale = float(np.abs(theirs).max(initial=0.0))
-    np.testing.assert_allclose(ours, theirs, rtol=tol, atol=tol * scale, err_msg=what)
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
@@ -320,26 +315,4 @@ def test_small_res2net_matches_torch_logits_gradients_and_two_sgd_steps(kwargs, 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 3, 8, 8))
     targets = rng.integers(0, 10, 4)
-    criterion = CrossEntropyLoss()
-    hyper = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
-    optimizer = SGD(ours.parameters(), **hyper)
-    torch_optimizer = torch.optim.SGD(theirs.parameters(), **hyper)
-    torch_params = dict(theirs.named_parameters())
-    for step, tol in enumerate([1e-9, 1e-6]):       # after a step, rounding differences grow
-        ours.zero_grad()
-        logits = ours(x)
-        criterion(logits, targets)
-        dx = ours.backward(criterion.backward())
-        torch_optimizer.zero_grad()
-        x_t = torch.tensor(x, requires_grad=True)
-        logits_t = theirs(x_t)
-        F.cross_entropy(logits_t, torch.tensor(targets)).backward()
-        assert_close(logits, logits_t, f"step {step}: logits", tol)
-        assert_close(dx, x_t.grad, f"step {step}: dL/dx", tol)
-        for key, p in ours.named_parameters():
-            assert_close(p.grad, torch_params[key].grad, f"step {step}: grad of {key}", tol)
-        optimizer.step()
-        torch_optimizer.step()
-    torch_state = theirs.state_dict()
-    for key, value in ours.state_dict().items():
-        assert_close(value, torch_state[key], f"after two steps: {key}", 1e-6)
+    assert_two_sgd_steps_match(ours, theirs, x, targets)
