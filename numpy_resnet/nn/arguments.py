@@ -7,8 +7,8 @@ A constructor checks each argument with one call and keeps what the call returns
 
 Every error is one line naming the layer, the argument, what was expected and what came:
 `Conv2d: stride must be an int >= 1, got 0`. A wrong type (a float, a string) is a TypeError,
-a value out of range a ValueError. As in PyTorch, a size given as a float is refused, even
-3.0, since 2.7 silently becoming 2 would hide a mistake; a bool is refused too, although
+a value out of range a ValueError. As in PyTorch, a size given as a float is rejected, even
+3.0, since 2.7 silently becoming 2 would hide a mistake; a bool is rejected too, although
 Python counts it as an int.
 
 The layers compute in float32 or float64 (FLOAT_DTYPES): the fast engine's kernels are
