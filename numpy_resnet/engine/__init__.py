@@ -16,7 +16,7 @@ A twin runs only in place of the code it was written for: a subclass that define
 backward, an instance attribute `layer.forward = f`, a method patched on the class, or (for
 the fusions, which skip the layers' own calls) a hook on a fused layer runs the code as
 written (dispatch.py). The arrows point one way: the engine imports the textbook and the
-kernels; neither imports the engine. It plugs in through nn.module.set_dispatcher.
+kernels; neither imports the engine. It plugs in through nn.hooks.set_dispatcher.
 """
 
 from __future__ import annotations

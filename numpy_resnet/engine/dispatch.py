@@ -1,7 +1,7 @@
 """Which code answers a call: the layer's own, or the fast engine's twin of it.
 
 Every class-defined `forward` and `backward` of a Module asks `dispatch` first
-(nn.module.set_dispatcher). A twin is registered for one exact class; it answers
+(nn.hooks.set_dispatcher). A twin is registered for one exact class; it answers
 
     forward   when the fast engine is on and the module runs its class's code as registered:
               its type is that class (not a subclass), the class's forward and backward are
@@ -19,7 +19,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Callable
 
-from ..nn import module as nn_module
+from ..nn import hooks as nn_hooks
 
 ENGINES = ("fast", "reference")
 _engine = "fast"
@@ -105,4 +105,4 @@ def get_engine() -> str:
     return _engine
 
 
-nn_module.set_dispatcher(dispatch)
+nn_hooks.set_dispatcher(dispatch)
