@@ -22,11 +22,19 @@ hooks, as in PyTorch; see nn/module.py), so that no layer's code changes:
     layers  (every leaf module, in the order forward ran it)
             output mean, std, zero fraction (after a ReLU: the dead units),
             |dL/dy| at its output, |dL/dx| at its input, |ΔdL/dW| this backward added
-    blocks  (BasicBlock and Bottleneck of blocks.py, subclasses included)
+    blocks  (BasicBlock and Bottleneck of blocks.py, PreActBasicBlock and PreActBottleneck
+            of preact.py, subclasses included)
             |dL/dy|, |dL/dx|, and the split dL/dx = dx_residual + dx_shortcut, read off
-            the block's own layers: dx_residual is what conv1 (F's first layer) hands
-            back, dx_shortcut what the downsample hands back, or with the identity the
-            gradient at the sum (what the last ReLU hands back), zero in a plain block
+            the block's own layers (see block_paths): dx_residual is what F's first layer
+            hands back, dx_shortcut what the downsample hands back, or with the identity the
+            gradient at the sum, zero in a plain block
+    stages  the identity-mapping measurement. Within a stage whose blocks keep the shape, a
+            pre-activation net has x_L = x_l + Σ_{i=l}^{L-1} F(x_i), so
+                dL/dx_l = dL/dx_L + (the rest, through the branches):
+            the direct term dL/dx_L (x_L: the stage's last block output) arrives exactly. In
+            the original blocks each ReLU after a sum masks it on the way. For every block
+            from the stage's first shape-preserving one on: |dL/dx_L|, |dL/dx_l − dL/dx_L|
+            and cos(dL/dx_l, dL/dx_L)
 All norms are Frobenius norms over the whole batch: |a| = sqrt(Σ a²).
 """
 
@@ -40,6 +48,7 @@ from .blocks import BasicBlock, Bottleneck
 from .data import normalize
 from .nn import Conv2d, CrossEntropyLoss, Module
 from .nn.module import RemovableHandle
+from .preact import PreActBasicBlock, PreActBottleneck
 
 
 def norm(a: np.ndarray) -> float:
@@ -82,7 +91,21 @@ class BlockRecord:
     grad_input_norm: float                  # |dL/dx|
     residual_norm: float                    # |F'ᵀ d|,  d = dL/d(F(x) + shortcut(x))
     shortcut_norm: float                    # |d| (identity) or |downsample'ᵀ d|; 0 in a plain block
-    split_error: float                      # |dx_residual + dx_shortcut - dL/dx| / |dL/dx|
+    split_error: float                      # |dx_residual + dx_shortcut - total| / |total|,
+                                            # total = dL/dx, or dL/dpre where a pre-activation
+                                            # projection block's two paths part (block_paths)
+    # the identity mapping: x_L is the output of the stage's last block; None where the
+    # block changes the shape (the direct term is defined between equal shapes only)
+    direct_norm: float | None = None        # |dL/dx_L|, the direct term
+    rest_norm: float | None = None          # |dL/dx_l - dL/dx_L|, through the branches
+    direct_cosine: float | None = None      # cos(dL/dx_l, dL/dx_L)
+
+    @property
+    def direct_share(self) -> float | None:
+        """|dL/dx_L| / |dL/dx_l|: 1 and cosine 1 when the direct term is all that arrives."""
+        if self.direct_norm is None:
+            return None
+        return self.direct_norm / max(self.grad_input_norm, 1e-300)
 
 
 @dataclass
@@ -118,7 +141,14 @@ class GradFlowReport:
                  f"{self.first_last_ratio():.4g}", "", _conv_table(self.convs(main_path=False))]
         if self.blocks:
             lines += ["", _block_table(self.blocks)]
+        if any(b.direct_norm is not None for b in self.blocks):
+            lines += ["", _identity_table(self.blocks)]
         return "\n".join(lines)
+
+    def direct_cosines(self) -> np.ndarray:
+        """cos(dL/dx_l, dL/dx_L) of every block that has it, in depth order."""
+        return np.array([b.direct_cosine for b in self.blocks if b.direct_cosine is not None],
+                        dtype=np.float64)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -172,23 +202,69 @@ def _block_table(blocks: list[BlockRecord]) -> str:
     return "\n".join(rows)
 
 
+def _identity_table(blocks: list[BlockRecord]) -> str:
+    header = (f"{'block':<12} {'|dL/dx_l|':>10} {'|dL/dx_L|':>10} {'|rest|':>10} "
+              f"{'direct/all':>10} {'cos(l, L)':>9}")
+    rows = ["identity mapping: dL/dx_l = dL/dx_L (direct) + rest; x_L = the stage's output",
+            header, "-" * len(header)]
+    for b in blocks:
+        if b.direct_norm is not None:
+            rows.append(f"{b.name:<12} {b.grad_input_norm:>10.3e} {b.direct_norm:>10.3e} "
+                        f"{b.rest_norm:>10.3e} {b.direct_share:>10.3f} {b.direct_cosine:>9.4f}")
+    return "\n".join(rows)
+
+
+PREACT_BLOCKS = (PreActBasicBlock, PreActBottleneck)
+
+
 def is_block(module: Module) -> bool:
-    """A block of blocks.py, y = relu(F(x) [+ shortcut(x)]) with F starting at conv1."""
-    return isinstance(module, (BasicBlock, Bottleneck))
+    """A block of blocks.py, y = relu(F(x) [+ shortcut(x)]), or of preact.py, y = F(x) [+ shortcut]."""
+    return isinstance(module, (BasicBlock, Bottleneck) + PREACT_BLOCKS)
 
 
-def block_paths(block: Module) -> tuple[Module, Module | None, Module]:
-    """The layers whose backward hands back each part of a block's dL/dx:
-    (F's first conv, the downsample or None for the identity, the ReLU after the sum)."""
+def block_paths(block: Module) -> dict[str, tuple[Module, str]]:
+    """Where a block's split is read: part -> (module, "input" or "output"), the gradient
+    that module's backward hands back (input) or receives (output).
+
+        residual   F'ᵀ d: what F's first layer hands back
+        shortcut   what the shortcut hands back (absent in a plain block)
+        total      what the two add up to, where that is not the block's dL/dx
+
+    Original block: F starts at conv1; the identity hands on the gradient at the sum, which
+    is what the ReLU after the sum hands back. Pre-activation block with the identity: F
+    starts at bn1 and nothing follows the sum, so the identity hands on dL/dy itself. With a
+    projection both paths read pre = relu1(bn1(x)) and part there: the split is of dL/dpre
+    (what relu1 receives), F's part from conv1, the shortcut's from the downsample.
+    """
+    if isinstance(block, PREACT_BLOCKS):
+        if block.residual and block.downsample is not None:
+            return {"residual": (block.conv1, "input"), "shortcut": (block.downsample, "input"),
+                    "total": (block.relu1, "output")}
+        paths = {"residual": (block.bn1, "input")}
+        if block.residual:
+            paths["shortcut"] = (block, "output")
+        return paths
     last_relu = block.relu3 if isinstance(block, Bottleneck) else block.relu2
-    return block.conv1, block.downsample, last_relu
+    paths = {"residual": (block.conv1, "input")}
+    if block.residual:
+        paths["shortcut"] = (last_relu if block.downsample is None else block.downsample, "input")
+    return paths
+
+
+def _stages(model: Module) -> dict[str, list[str]]:
+    """Blocks grouped by the module that holds them (a stage: layer1, layer2, ...), in order."""
+    stages: dict[str, list[str]] = {}
+    for name, module in model.named_modules():
+        if is_block(module):
+            stages.setdefault(name.rpartition(".")[0], []).append(name)
+    return stages
 
 
 class GradientRecorder:
     """Context manager: record activations and gradients of every layer of `model`.
 
     On entry it registers a forward hook and full backward hooks on each leaf module and
-    block (and, for a block's split, on its conv1, downsample and last ReLU); on exit it
+    block (and, for a block's split, on the layers block_paths names); on exit it
     removes them all, even when the `with` body raised, so no hook stays behind. A hooked
     layer is called on its own, so on the fast engine a block runs unfused, each layer
     through its fast twin; the numbers are the same on both engines.
@@ -201,13 +277,16 @@ class GradientRecorder:
         self.active = True
         self.layers: dict[str, dict] = {}       # name -> fields of LayerRecord, in forward order
         self.blocks: dict[str, dict] = {}       # name -> fields of BlockRecord
+        self._stage_grads: dict[str, np.ndarray] = {}   # stage -> dL/dx_L, this backward
         self._handles: list[RemovableHandle] = []
 
     def __enter__(self) -> GradientRecorder:
         try:
+            stage_of = {name: (stage, names) for stage, names in _stages(self.model).items()
+                        for name in names}
             for name, module in self.model.named_modules():
                 if is_block(module):
-                    self._hook_block(name, module)
+                    self._hook_block(name, module, *stage_of[name])
                 elif not list(module.children()):
                     self._hook_layer(name, module)
         except BaseException:
@@ -250,36 +329,38 @@ class GradientRecorder:
                           layer.register_full_backward_pre_hook(before_backward),
                           layer.register_full_backward_hook(after_backward)]
 
-    # ----- blocks: dL/dx = dx_residual + dx_shortcut ---------------------------------------
-    def _hook_block(self, name: str, block: Module) -> None:
-        first_conv, downsample, last_relu = block_paths(block)
-        parts: dict[str, np.ndarray] = {}       # grad_input of each path's layer, this backward
+    # ----- blocks: dL/dx = dx_residual + dx_shortcut, and dL/dx_l against dL/dx_L -----------
+    def _hook_block(self, name: str, block: Module, stage: str, stage_blocks: list[str]) -> None:
+        parts: dict[str, np.ndarray] = {}       # the gradient at each path's layer, this backward
 
         def after_forward(module, args, output):
             if self.active:
                 self.blocks[name] = {"zero_fraction": float(np.mean(output == 0))}
 
-        def keep(part: str):
+        def keep(part: str, which: str):
             def after_backward(module, grad_input, grad_output):
-                parts[part] = grad_input[0]
+                parts[part] = (grad_input if which == "input" else grad_output)[0]
             return after_backward
 
         def before_block_backward(module, grad_output):
             parts.clear()
+            if self.active and name == stage_blocks[-1]:
+                self._stage_grads[stage] = grad_output[0]         # dL/dx_L: backward starts here
 
         def after_block_backward(module, grad_input, grad_output):
             if self.active:
                 fields = _block_fields(name, block, grad_output[0], grad_input[0], parts)
+                fields.update(_identity_fields(grad_input[0], self._stage_grads.get(stage)))
                 self.blocks.setdefault(name, {}).update(fields)
+            if name == stage_blocks[0]:
+                self._stage_grads.pop(stage, None)                # the stage's backward is over
             parts.clear()
 
+        for part, (module, which) in block_paths(block).items():   # before the block's own hook
+            self._handles.append(module.register_full_backward_hook(keep(part, which)))
         self._handles += [block.register_forward_hook(after_forward),
                           block.register_full_backward_pre_hook(before_block_backward),
-                          block.register_full_backward_hook(after_block_backward),
-                          first_conv.register_full_backward_hook(keep("residual")),
-                          last_relu.register_full_backward_hook(keep("at_sum"))]
-        if downsample is not None:
-            self._handles.append(downsample.register_full_backward_hook(keep("shortcut")))
+                          block.register_full_backward_hook(after_block_backward)]
 
     def report(self, model: str = "", loss: float = float("nan")) -> GradFlowReport:
         """The last forward/backward as a GradFlowReport (layers in depth order)."""
@@ -302,26 +383,32 @@ def _layer_fields(name: str, module: Module, out: np.ndarray) -> dict:
 def _block_fields(name: str, block: Module, grad_output: np.ndarray, grad_input: np.ndarray,
                   parts: dict) -> dict:
     """Norms of the block's gradients and of its two paths, and how well they add up."""
-    needed = ["residual"]
-    if block.residual:
-        needed.append("at_sum" if block.downsample is None else "shortcut")
-    missing = [part for part in needed if part not in parts]
+    paths = block_paths(block)
+    missing = [part for part in paths if part not in parts]
     if missing:
-        layers = {"residual": "conv1", "at_sum": "its last ReLU", "shortcut": "downsample"}
+        names = {id(m): n for n, m in block.named_modules()}
+        layers = ", ".join(f"{names[id(paths[p][0])] or 'block'} ({p})" for p in missing)
         raise RuntimeError(f"GradientRecorder: {name} ({type(block).__name__}) ran backward "
-                           f"without calling the backward of {', '.join(layers[p] for p in missing)}")
-    dx_residual = parts["residual"]                             # F'ᵀ d, from conv1
-    if not block.residual:
-        dx_shortcut = np.zeros_like(dx_residual)                # plain block: one path only
-    elif block.downsample is None:
-        dx_shortcut = parts["at_sum"]                           # identity: d passes unchanged
-    else:
-        dx_shortcut = parts["shortcut"]                         # downsample'ᵀ d
-    total = norm(grad_input)
+                           f"without calling the backward of {layers}")
+    dx_residual = parts["residual"]                             # F'ᵀ d
+    dx_shortcut = parts.get("shortcut", np.zeros_like(dx_residual))    # zero in a plain block
+    total = parts.get("total", grad_input)                      # where the two paths part
+    total_norm = norm(total)
     return {"residual": bool(block.residual),
-            "grad_output_norm": norm(grad_output), "grad_input_norm": total,
+            "grad_output_norm": norm(grad_output), "grad_input_norm": norm(grad_input),
             "residual_norm": norm(dx_residual), "shortcut_norm": norm(dx_shortcut),
-            "split_error": norm(dx_residual + dx_shortcut - grad_input) / max(total, 1e-300)}
+            "split_error": norm(dx_residual + dx_shortcut - total) / max(total_norm, 1e-300)}
+
+
+def _identity_fields(grad_input: np.ndarray, stage_grad: np.ndarray | None) -> dict:
+    """dL/dx_l = dL/dx_L + rest: the norms of both terms and the cosine of dL/dx_l and dL/dx_L."""
+    if stage_grad is None or stage_grad.shape != grad_input.shape:
+        return {}
+    dx = grad_input.astype(np.float64, copy=False)
+    direct = stage_grad.astype(np.float64, copy=False)
+    dx_norm, direct_norm = norm(dx), norm(direct)
+    cosine = float(np.vdot(dx, direct)) / max(dx_norm * direct_norm, 1e-300)
+    return {"direct_norm": direct_norm, "rest_norm": norm(dx - direct), "direct_cosine": cosine}
 
 
 def gradient_flow(model: Module, x: np.ndarray, y: np.ndarray, name: str = "") -> GradFlowReport:

@@ -15,6 +15,7 @@ from numpy_resnet.engine import dispatch
 from numpy_resnet.experiments import degradation, first_batch, init_model
 from numpy_resnet.models import cifar_resnet
 from numpy_resnet.nn import Conv2d, CrossEntropyLoss
+from numpy_resnet.preact import PreActBasicBlock, PreActBottleneck, preact_cifar_resnet, preact_projection
 from numpy_resnet.seeding import manual_seed
 from numpy_resnet.shortcuts import make_shortcut
 
@@ -310,3 +311,158 @@ def test_a_gated_nets_gates_are_off_the_main_path_of_the_gradient_ratio():
     every = [r.name for r in report.convs(main_path=False)]
     assert len(main) == 19 and not any(".gate" in name for name in main)     # 6n + 1 convs
     assert any(".gate" in name for name in every) and any("downsample" in name for name in every)
+
+
+# ----- pre-activation blocks: the split, and the identity-mapping measurement ------------------
+
+def make_preact_block(kind: str):
+    if kind == "identity":
+        return PreActBasicBlock(8, 8)
+    if kind == "projection":
+        return PreActBasicBlock(8, 16, stride=2, downsample=preact_projection(8, 16, 2))
+    if kind == "bottleneck":
+        return PreActBottleneck(8, 2)                              # 8 -> 2·4 = 8 channels
+    return PreActBasicBlock(8, 16, stride=2, residual=False)       # plain
+
+
+def preact_branch_backward(block, d, to="x"):
+    """F'ᵀ d by hand, F's layers last to first; to="pre" stops at the pre-activation."""
+    names = (["conv3", "relu3", "bn3", "conv2", "relu2", "bn2", "conv1"]
+             if isinstance(block, PreActBottleneck) else ["conv2", "relu2", "bn2", "conv1"])
+    if to == "x":
+        names += ["relu1", "bn1"]
+    for name in names:
+        d = getattr(block, name).backward(d)
+    return d
+
+
+@pytest.mark.parametrize("kind", ["identity", "projection", "bottleneck", "plain"])
+def test_preact_residual_and_shortcut_gradients_add_up_where_the_two_paths_part(kind):
+    manual_seed(0)
+    block = make_preact_block(kind).to(np.float64)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 8, 8, 8))
+    with GradientRecorder(block) as recorder:
+        out = block(x)
+        dy = rng.standard_normal(out.shape)
+        dx = block.backward(dy)
+    record = recorder.report().blocks[0]
+    assert_left_alone(block)
+
+    if kind == "projection":       # both paths read pre = relu1(bn1(x)): the split is of dL/dpre
+        dx_residual = preact_branch_backward(block, dy, to="pre")
+        dx_shortcut = block.downsample.backward(dy)
+        total = dx_residual + dx_shortcut
+        np.testing.assert_allclose(block.bn1.backward(block.relu1.backward(total)), dx,
+                                   rtol=1e-12, atol=1e-12)
+    else:                          # nothing after the sum: the identity hands dL/dy to x
+        dx_residual = preact_branch_backward(block, dy)
+        dx_shortcut = dy if block.residual else np.zeros_like(dx)
+        total = dx
+        np.testing.assert_allclose(dx_residual + dx_shortcut, dx, rtol=1e-12, atol=1e-12)
+    assert record.residual_norm == pytest.approx(norm(dx_residual), rel=1e-12)
+    assert record.shortcut_norm == pytest.approx(norm(dx_shortcut), abs=1e-300, rel=1e-12)
+    assert record.grad_input_norm == pytest.approx(norm(dx), rel=1e-12)
+    assert record.split_error < 1e-12 and norm(total) > 0
+    assert record.residual == (kind != "plain")
+
+
+def test_preact_split_error_shows_an_identity_block_that_drops_its_shortcut_gradient():
+    manual_seed(0)
+    block = PreActBasicBlock(8, 8).to(np.float64)
+    x = np.random.default_rng(1).standard_normal((4, 8, 8, 8))
+    # a hook that hands back only F's part, as a backward that forgot "+ grad_output" would
+    with block.register_full_backward_hook(lambda module, dx, dy: (dx[0] - dy[0],)):
+        with GradientRecorder(block) as recorder:
+            dy = np.ones_like(block(x))
+            dx = block.backward(dy)
+    record = recorder.report().blocks[0]
+    assert record.split_error == pytest.approx(norm(dy) / norm(dx), rel=1e-12)
+
+
+def stage_end_gradients(model, x, y, block):
+    """Record `model`'s gradient flow on one batch, keeping x_L and dL/dx_l, dL/dx_L (= dL/dy)
+    of `block`, the last block of its stage."""
+    kept = {}
+
+    def keep_output(module, args, output):
+        kept["x_L"] = output.copy()
+
+    def keep(module, grad_input, grad_output):
+        kept["dx_l"], kept["dx_L"] = grad_input[0].copy(), grad_output[0].copy()
+    criterion = CrossEntropyLoss()
+    with (block.register_forward_hook(keep_output), block.register_full_backward_hook(keep),
+          GradientRecorder(model) as recorder):
+        model.train()
+        model.zero_grad()
+        loss = criterion(model(x), y)
+        model.backward(criterion.backward())
+    return recorder.report("net", loss), kept
+
+
+def test_preact_stage_end_gradient_is_the_top_gradient_plus_the_branch_exactly(engine):
+    # x_L = x_l + F(x_l) for the stage's last block, nothing after the sum, so
+    # dL/dx_l = dL/dx_L + F'ᵀ dL/dx_L: the direct term arrives unchanged
+    manual_seed(0)
+    model = preact_cifar_resnet(14).to(np.float64)                 # two blocks a stage
+    x, y = random_batch()
+    x = x[:, :, :16, :16]
+    top = {}                                                       # |dL/dx_L| of each stage
+    for stage in ("layer1", "layer2", "layer3"):
+        last = getattr(model, stage)[1]
+        report, kept = stage_end_gradients(model, x, y, last)
+        dx_l, dx_L = kept["dx_l"], kept["dx_L"]
+        top[stage] = norm(dx_L)
+        branch = preact_branch_backward(last, dx_L)                # F'ᵀ dL/dx_L, separately
+        np.testing.assert_allclose(dx_l, dx_L + branch, rtol=1e-10, atol=1e-14)
+        record = {b.name: b for b in report.blocks}[f"{stage}.1"]
+        assert record.direct_norm == pytest.approx(norm(dx_L), rel=1e-10)
+        assert record.rest_norm == pytest.approx(norm(branch), rel=1e-10)
+        cosine = np.vdot(dx_l, dx_L) / (norm(dx_l) * norm(dx_L))
+        assert record.direct_cosine == pytest.approx(cosine, rel=1e-10)
+        assert record.direct_share == pytest.approx(norm(dx_L) / norm(dx_l), rel=1e-10)
+    blocks = {b.name: b for b in report.blocks}
+    assert blocks["layer1.0"].direct_norm == pytest.approx(top["layer1"], rel=1e-10)   # 16 -> 16
+    assert blocks["layer2.0"].direct_norm is None                  # 16 -> 32, stride 2: skipped
+    assert blocks["layer2.0"].split_error < 1e-12                  # the projection's split
+    assert max(b.split_error for b in report.blocks) < 1e-12
+
+
+def test_original_blocks_gate_the_direct_term_with_the_relu_after_the_sum(engine):
+    # y = relu(x + F(x)): dL/dx_l = m ⊙ d + F'ᵀ(m ⊙ d), m = (y > 0), not dL/dx_L + F'ᵀ dL/dx_L
+    manual_seed(0)
+    model = cifar_resnet(14, shortcut="B").to(np.float64)
+    x, y = random_batch()
+    x = x[:, :, :16, :16]
+    last = model.layer2[1]
+    report, kept = stage_end_gradients(model, x, y, last)
+    dx_l, dx_L = kept["dx_l"], kept["dx_L"]
+    mask = kept["x_L"] > 0                                         # the ReLU after the sum
+    gated = mask * dx_L
+    np.testing.assert_allclose(dx_l, gated + branch_backward(last, gated), rtol=1e-10, atol=1e-14)
+    ungated = dx_L + branch_backward(last, dx_L)
+    assert norm(dx_l - ungated) > 0.1 * norm(dx_l)                 # the mask shows
+    record = {b.name: b for b in report.blocks}["layer2.1"]
+    assert record.rest_norm == pytest.approx(norm(dx_l - dx_L), rel=1e-10)
+    assert record.direct_cosine < 1
+
+
+def test_preact_direct_term_keeps_a_higher_cosine_than_the_original_blocks(cifar_dir):
+    x, y = first_batch(cifar_dir, 32)                              # real images
+    preact = gradient_flow(init_model("preact_resnet20", seed=0), x, y)
+    original = gradient_flow(init_model("resnet20", seed=0), x, y)
+    assert len(preact.direct_cosines()) == len(original.direct_cosines()) == 7
+    assert np.mean(preact.direct_cosines()) > np.mean(original.direct_cosines())
+    table = preact.table()
+    assert "identity mapping" in table and "cos(l, L)" in table
+
+
+def test_gradflow_command_prints_the_identity_mapping_table(cifar_dir, tmp_path, capsys):
+    code = main(["gradflow", "--models", "preact_resnet20", "--batch-size", "4",
+                 "--data-dir", str(cifar_dir), "-o", str(tmp_path / "gradflow.png")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "identity mapping" in printed and "layer3.2" in printed
+    summary = printed.splitlines()[-3:-1]                          # header, one row; then "wrote"
+    assert "mean cos(l, L)" in summary[0]
+    assert 0 < float(summary[1].split()[-1]) <= 1
