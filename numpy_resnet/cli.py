@@ -295,9 +295,14 @@ def _cmd_gradflow(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(report.table() + "\n", flush=True)
         reports.append(report)
-    print(f"{'model':<24} {'loss':>7} {'convs':>5} {'first/last conv |dL/dW|':>24}")
+    # cos(dL/dx_l, dL/dx_L): how much of the stage's top gradient reaches each block's input
+    print(f"{'model':<24} {'loss':>7} {'convs':>5} {'first/last conv |dL/dW|':>24} "
+          f"{'mean cos(l, L)':>14}")
     for r in reports:
-        print(f"{r.model:<24} {r.loss:>7.4f} {len(r.convs()):>5} {r.first_last_ratio():>24.4g}")
+        cosines = r.direct_cosines()
+        cosine = f"{cosines.mean():.4f}" if len(cosines) else "-"
+        print(f"{r.model:<24} {r.loss:>7.4f} {len(r.convs()):>5} {r.first_last_ratio():>24.4g} "
+              f"{cosine:>14}")
     print(f"wrote {plot_gradflow(reports, args.output)}")
     return 0
 
@@ -326,7 +331,9 @@ def _add_gradflow_parsers(commands) -> None:
     p = commands.add_parser("gradflow", help="gradient norm at every layer for one batch, and a plot",
                             description="One forward/backward in train mode on the first training "
                                         "images, at initialisation or from a checkpoint: per-layer "
-                                        "table, first/last conv gradient ratio, log-scale plot.")
+                                        "table, first/last conv gradient ratio, each block's "
+                                        "dL/dx_l against its stage's dL/dx_L (the identity "
+                                        "mapping), log-scale plot.")
     p.add_argument("--models", nargs="*", default=[], metavar="MODEL",
                    help=f"models at initialisation (default {' '.join(GRADFLOW_MODELS)})")
     p.add_argument("--checkpoint", nargs="*", default=[], metavar="RUN",
