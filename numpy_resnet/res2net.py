@@ -30,7 +30,7 @@ import numpy as np
 
 from .blocks import conv1x1, conv3x3, shortcut, shortcut_backward
 from .nn import AvgPool2d, BatchNorm2d, Module, ReLU
-from .nn.module import check_grad, check_input
+from .nn.module import ModuleList, check_grad, check_input
 
 
 def _sections(sections) -> tuple[int, ...]:
@@ -105,24 +105,6 @@ class Concat(Module):
         check_grad(self, grad_output, self._saved("out_shape"))
         bounds = np.cumsum(self.sections)[:-1]
         return np.split(grad_output, bounds, axis=1)    # each part's slice of dL/dy
-
-
-class ModuleList(Module):
-    """Modules held by index (keys convs.0, convs.1, ... as timm's nn.ModuleList); never called."""
-
-    def __init__(self, modules: Iterable[Module]):
-        super().__init__()
-        for i, module in enumerate(modules):
-            setattr(self, str(i), module)
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __getitem__(self, index: int) -> Module:
-        return list(self._modules.values())[index]
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
 
 
 class Bottle2neck(Module):

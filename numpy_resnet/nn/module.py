@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numbers
 from collections import OrderedDict
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -347,16 +347,13 @@ def _first_few(items: list[str], limit: int = 5, separator: str = ", ") -> str:
     return separator.join(items[:limit]) + f" and {len(items) - limit} more"
 
 
-class Sequential(Module):
-    """Children applied in order; backward walks them in reverse.
+class ModuleList(Module):
+    """Modules held by index, as torch.nn.ModuleList: keys 0, 1, ...; no forward of its own."""
 
-    y = f_n(...f_2(f_1(x)))      dL/dx = f_1'ᵀ(f_2'ᵀ(...f_n'ᵀ(dL/dy)))
-    """
-
-    def __init__(self, *modules: Module):
+    def __init__(self, modules: Iterable[Module] = ()):
         super().__init__()
-        for i, module in enumerate(modules):
-            setattr(self, str(i), module)
+        for module in modules:
+            self.append(module)
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -367,9 +364,19 @@ class Sequential(Module):
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def append(self, module: Module) -> "Sequential":
+    def append(self, module: Module):
         setattr(self, str(len(self)), module)
         return self
+
+
+class Sequential(ModuleList):
+    """Children applied in order; backward walks them in reverse.
+
+    y = f_n(...f_2(f_1(x)))      dL/dx = f_1'ᵀ(f_2'ᵀ(...f_n'ᵀ(dL/dy)))
+    """
+
+    def __init__(self, *modules: Module):
+        super().__init__(modules)
 
     def forward(self, x):
         for module in self._modules.values():
